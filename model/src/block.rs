@@ -1,0 +1,42 @@
+//! One V4 block (spec §2.3): attention and MoE, each wrapped by its own mHC use-site.
+
+use crate::attention::{Attention, ForwardOptions};
+use crate::mhc::HyperConnection;
+use crate::moe::Moe;
+use crate::norm::RmsNorm;
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+/// `layers.N` (or the block inside `mtp.K`).
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// `attn_norm`.
+    pub attn_norm: RmsNorm<B>,
+    /// `attn`.
+    pub attn: Attention<B>,
+    /// `hc_attn_*`.
+    pub hc_attn: HyperConnection<B>,
+    /// `ffn_norm`.
+    pub ffn_norm: RmsNorm<B>,
+    /// `ffn`.
+    pub ffn: Moe<B>,
+    /// `hc_ffn_*`.
+    pub hc_ffn: HyperConnection<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// Streams `[b, s, hc, d]` → streams; `ids` `[b, s]` drive hash routing.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+    ) -> Tensor<B, 4> {
+        let (y, mix) = self.hc_attn.pre(&x);
+        let a = self.attn.forward(self.attn_norm.forward(y), opts);
+        let x = self.hc_attn.post(a, x, mix);
+        let (y, mix) = self.hc_ffn.pre(&x);
+        let f = self.ffn.forward(self.ffn_norm.forward(y), ids);
+        self.hc_ffn.post(f, x, mix)
+    }
+}

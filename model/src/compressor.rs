@@ -1,0 +1,110 @@
+//! The KV compressor of CSA/HCA (spec §2.6): gated softmax pooling of `ratio` consecutive tokens
+//! (learned positional bias `ape`) into one compressed entry, then RMSNorm and rope at the block
+//! start. Ratio 4 overlaps: entry i pools the previous block's tokens through the first half of
+//! the channels and its own through the second half (8 candidates per channel). Only complete
+//! blocks are emitted. The main compressor fake-quantizes the non-rope dims to FP8; the indexer's
+//! compressor Hadamard-rotates and fake-quantizes to FP4.
+
+use crate::fake_quant::{fake_fp4, fake_fp8};
+use crate::hadamard::hadamard_rotate;
+use crate::linear::Linear;
+use crate::norm::RmsNorm;
+use crate::rope::RopeTable;
+use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
+use burn::tensor::{backend::Backend, Tensor};
+
+/// What happens to compressed entries after norm and rope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressorKind {
+    /// Main attention: FP8 on the non-rope dims.
+    Main,
+    /// Lightning indexer keys: Hadamard rotation and FP4 on all dims.
+    Indexer,
+}
+
+/// One compressor (`attn.compressor` or `attn.indexer.compressor`).
+#[derive(Module, Debug)]
+pub struct Compressor<B: Backend> {
+    /// `wkv` `[d, coff·D]`.
+    pub wkv: Linear<B>,
+    /// `wgate` `[d, coff·D]`.
+    pub wgate: Linear<B>,
+    /// Positional bias `ape` `[ratio, coff·D]`.
+    pub ape: Param<Tensor<B, 2>>,
+    /// RMSNorm over the entry `[D]`.
+    pub norm: RmsNorm<B>,
+    /// Tokens per entry.
+    pub ratio: usize,
+    /// Entry width D.
+    pub head_dim: usize,
+    /// Rotary dims of the entry.
+    pub rope_dim: usize,
+}
+
+impl<B: Backend> Compressor<B> {
+    /// Compressed entries `[b, s / ratio, D]` of `x` `[b, s, d]`, or `None` when no block is
+    /// complete. `freqs` are the layer's rope frequencies.
+    pub fn forward(
+        &self,
+        x: &Tensor<B, 3>,
+        freqs: &[f32],
+        kind: CompressorKind,
+        fake_quant: bool,
+    ) -> Option<Tensor<B, 3>> {
+        let [b, s, _] = x.dims();
+        let (r, d) = (self.ratio, self.head_dim);
+        let n = s / r;
+        if n == 0 {
+            return None;
+        }
+        let xs = x.clone().slice_dim(1, 0..n * r);
+        let cd = self.wkv.d_out();
+        let mut kv = self.wkv.forward(xs.clone()).reshape([b, n, r, cd]);
+        let ape = self.ape.val().reshape([1, 1, r, cd]);
+        let mut score = self.wgate.forward(xs).reshape([b, n, r, cd]) + ape;
+        if cd == 2 * d {
+            // Overlap: candidates = previous block through channels [0, D) + own block through
+            // [D, 2D); the first entry has no previous block (value 0, score −inf).
+            let device = x.device();
+            let shift = |t: Tensor<B, 4>, fill: f32| {
+                let pad = Tensor::<B, 4>::full([b, 1, r, d], fill, &device);
+                let prev = t.clone().slice_dim(3, 0..d).slice_dim(1, 0..n - 1);
+                let prev = Tensor::cat(vec![pad, prev], 1);
+                Tensor::cat(vec![prev, t.slice_dim(3, d..2 * d)], 2)
+            };
+            kv = shift(kv, 0.0);
+            score = shift(score, f32::NEG_INFINITY);
+        }
+        let p = softmax(score, 2);
+        let c = (kv * p).sum_dim(2).reshape([b, n, d]);
+        let c = self.norm.forward(c);
+        let table = RopeTable::new(freqs, (0..n).map(|i| i * r), &x.device());
+        let c = table.rotate_tail3(c, self.rope_dim, false);
+        Some(match kind {
+            CompressorKind::Main => quantize_kv(c, self.rope_dim, fake_quant),
+            CompressorKind::Indexer => {
+                let c = hadamard_rotate(c);
+                if fake_quant {
+                    fake_fp4(c, 32)
+                } else {
+                    c
+                }
+            }
+        })
+    }
+}
+
+/// FP8 fake quantization of the non-rope dims of KV vectors `[b, n, D]` (blocks of 64).
+pub fn quantize_kv<B: Backend>(
+    kv: Tensor<B, 3>,
+    rope_dim: usize,
+    fake_quant: bool,
+) -> Tensor<B, 3> {
+    if !fake_quant {
+        return kv;
+    }
+    let d = kv.dims()[2];
+    let nope = fake_fp8(kv.clone().slice_dim(2, 0..d - rope_dim), 64);
+    Tensor::cat(vec![nope, kv.slice_dim(2, d - rope_dim..d)], 2)
+}

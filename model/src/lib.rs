@@ -1,0 +1,32 @@
+//! DeepSeek-V4 in Burn: configuration, checkpoint inventory and the model itself, generic over
+//! the backend. One paper concept per module.
+
+pub mod attention;
+pub mod block;
+pub mod compressor;
+pub mod config;
+pub mod error;
+pub mod fake_quant;
+pub mod hadamard;
+pub mod indexer;
+pub mod inventory;
+pub mod linear;
+mod load;
+pub mod masks;
+pub mod mhc;
+pub mod model;
+pub mod moe;
+pub mod mtp;
+pub mod norm;
+pub mod rope;
+pub mod router;
+pub mod sink_attention;
+pub mod util;
+pub mod weights;
+
+pub use attention::{AttentionMode, ForwardOptions};
+pub use config::{ModelConfig, RopeScaling, ScoringFunc};
+pub use error::ModelError;
+pub use inventory::{inventory, ReleaseDtype, TensorSpec};
+pub use model::{ModelOutput, V4Model};
+pub use weights::{MapSource, WeightSource};

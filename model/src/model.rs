@@ -1,0 +1,150 @@
+//! The whole DeepSeek-V4 model (spec §2.1, §2.9): embedding expanded into `hc` streams, the
+//! blocks, `hc_head` + final norm + output head, and the MTP blocks. The forward computes every
+//! position at once (training shape).
+
+use crate::attention::ForwardOptions;
+use crate::block::Block;
+use crate::config::ModelConfig;
+use crate::error::ModelError;
+use crate::linear::Linear;
+use crate::mhc::HcHead;
+use crate::mtp::MtpBlock;
+use crate::norm::RmsNorm;
+use crate::util::to_vec_int;
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+/// DeepSeek-V4.
+#[derive(Module, Debug)]
+pub struct V4Model<B: Backend> {
+    /// `embed.weight` `[vocab, d]`.
+    pub embed: Param<Tensor<B, 2>>,
+    /// `layers.N`.
+    pub layers: Vec<Block<B>>,
+    /// Top-level `hc_head_*`.
+    pub hc_head: HcHead<B>,
+    /// Final `norm`.
+    pub norm: RmsNorm<B>,
+    /// `head.weight` `[d, vocab]`.
+    pub head: Linear<B>,
+    /// `mtp.K`.
+    pub mtp: Vec<MtpBlock<B>>,
+    /// The hyper-parameters.
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+/// What one forward pass returns.
+#[derive(Debug, Clone)]
+pub struct ModelOutput<B: Backend> {
+    /// Logits `[b, s, vocab]` for every position.
+    pub logits: Tensor<B, 3>,
+    /// Streams after each block `[b, s, hc, d]` (when requested).
+    pub hidden: Vec<Tensor<B, 4>>,
+    /// Final streams (input of `hc_head` and of the MTP block).
+    pub last_streams: Tensor<B, 4>,
+    /// MTP logits `[b, s − 1 − k, vocab]` per MTP block (when requested): position t of block
+    /// k predicts token t + 2 + k.
+    pub mtp_logits: Vec<Tensor<B, 3>>,
+}
+
+impl<B: Backend> V4Model<B> {
+    /// Checks token ids: rank 2, non-empty, inside the vocabulary.
+    pub fn check_ids(&self, ids: &Tensor<B, 2, Int>) -> Result<(), ModelError> {
+        let [b, s] = ids.dims();
+        if b == 0 || s == 0 {
+            return Err(ModelError::Input(format!(
+                "input_ids has shape [{b}, {s}]; need at least one token"
+            )));
+        }
+        let v = self.config.vocab_size as i64;
+        let vals = to_vec_int(ids.clone());
+        if let Some((i, bad)) = vals.iter().enumerate().find(|(_, t)| **t < 0 || **t >= v) {
+            return Err(ModelError::Input(format!(
+                "input_ids[{}, {}] = {bad} is outside the vocabulary [0, {v})",
+                i / s,
+                i % s
+            )));
+        }
+        Ok(())
+    }
+
+    /// Token embeddings `[b, s, d]`.
+    pub fn embed_tokens(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, s] = ids.dims();
+        let d = self.config.hidden_size;
+        self.embed
+            .val()
+            .select(0, ids.reshape([b * s]))
+            .reshape([b, s, d])
+    }
+
+    /// Embeddings repeated into `hc` identical streams `[b, s, hc, d]`.
+    pub fn embed_streams(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 4> {
+        let e = self.embed_tokens(ids);
+        let [b, s, d] = e.dims();
+        e.unsqueeze_dim::<4>(2)
+            .expand([b, s, self.config.hc_mult, d])
+    }
+
+    /// Logits from final streams (main head path).
+    pub fn logits(&self, streams: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.head
+            .forward(self.norm.forward(self.hc_head.forward(streams)))
+    }
+
+    /// MTP logits of block `k` from the streams of the previous depth (positions 0..s−1−k) and
+    /// the ids.
+    pub fn mtp_logits(
+        &self,
+        k: usize,
+        streams: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+        let [b, s] = ids.dims();
+        let n = streams.dims()[1] - 1;
+        let x = streams.slice_dim(1, 0..n);
+        let next = ids.slice([0..b, k + 1..s]);
+        let e = self.embed_tokens(next.clone());
+        let (x, y) = self.mtp[k].forward(x, e, next, opts);
+        (x, self.head.forward(y))
+    }
+
+    /// Full forward. `hidden`: keep every block's streams; `mtp`: run the MTP blocks.
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+        hidden: bool,
+        mtp: bool,
+    ) -> ModelOutput<B> {
+        let mut x = self.embed_streams(ids.clone());
+        let mut kept = Vec::new();
+        for layer in &self.layers {
+            x = layer.forward(x, ids.clone(), opts);
+            if hidden {
+                kept.push(x.clone());
+            }
+        }
+        let logits = self.logits(x.clone());
+        let mut mtp_logits = Vec::new();
+        if mtp {
+            let mut streams = x.clone();
+            for k in 0..self.mtp.len() {
+                if streams.dims()[1] < 2 {
+                    break;
+                }
+                let (next, lg) = self.mtp_logits(k, streams, ids.clone(), opts);
+                mtp_logits.push(lg);
+                streams = next;
+            }
+        }
+        ModelOutput {
+            logits,
+            hidden: kept,
+            last_streams: x,
+            mtp_logits,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `v4train forward`: loads a V4 model directory and runs the full-sequence forward (training
+//! shape) on token ids from a safetensors file, writing logits, MTP logits and optionally every
+//! block's hyper-connection streams.
+
+use anyhow::{bail, Context};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use v4_checkpoints::ModelDir;
+use v4_model::{inventory, ForwardOptions, V4Model, WeightSource};
+
+/// Arguments of `v4train forward`.
+#[derive(clap::Args, Debug)]
+pub struct ForwardArgs {
+    /// Model directory (`config.json` + `model.safetensors` or sharded weights with an index).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Safetensors file holding `input_ids` [B, S] (int64 or int32).
+    #[arg(long, value_name = "IDS.safetensors")]
+    pub input: PathBuf,
+    /// Output safetensors file (float32 `logits`, `mtp_logits`, `hidden.N`).
+    #[arg(long, value_name = "OUT.safetensors")]
+    pub output: PathBuf,
+    /// Also write every block's hyper-connection streams `hidden.N` [B, S, hc, d].
+    #[arg(long)]
+    pub hidden: bool,
+    /// Switch off the FP8/FP4 fake quantization of KV and indexer paths.
+    #[arg(long)]
+    pub no_fake_quant: bool,
+}
+
+/// Reads `input_ids` from a safetensors file as a [B, S] int64 array.
+pub fn read_input_ids(path: &Path) -> anyhow::Result<(Vec<i64>, [usize; 2])> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let view = st
+        .tensor("input_ids")
+        .with_context(|| format!("{}: no tensor `input_ids`", path.display()))?;
+    let shape = view.shape();
+    if shape.len() != 2 {
+        bail!(
+            "{}: `input_ids` must have rank 2 [B, S], found shape {shape:?}",
+            path.display()
+        );
+    }
+    let data = view.data();
+    let ids: Vec<i64> = match view.dtype() {
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect(),
+        other => bail!(
+            "{}: `input_ids` must be int64 or int32, found {other:?}",
+            path.display()
+        ),
+    };
+    Ok((ids, [shape[0], shape[1]]))
+}
+
+fn write_outputs(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> anyhow::Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, None, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn host<B: Backend, const D: usize>(
+    name: String,
+    t: Tensor<B, D>,
+) -> (String, Vec<usize>, Vec<f32>) {
+    let shape = t.dims().to_vec();
+    (name, shape, v4_model::util::to_vec(t))
+}
+
+/// Runs the command on backend `B`.
+pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let dir = ModelDir::open(&args.model)?;
+    let cfg = dir.config().clone();
+    dir.check_against(&inventory(&cfg))?;
+    let model = V4Model::<B>::load(&cfg, &dir as &dyn WeightSource, device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let (ids, shape) = read_input_ids(&args.input)?;
+    let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, shape), device);
+    model
+        .check_ids(&ids)
+        .with_context(|| format!("{}", args.input.display()))?;
+    let opts = ForwardOptions {
+        fake_quant: !args.no_fake_quant,
+        ..Default::default()
+    };
+    let t1 = Instant::now();
+    let out = model.forward(ids, opts, args.hidden, true);
+    let mut tensors = vec![host("logits".into(), out.logits)];
+    for (k, lg) in out.mtp_logits.into_iter().enumerate() {
+        let name = if k == 0 {
+            "mtp_logits".to_string()
+        } else {
+            format!("mtp_logits.{k}")
+        };
+        tensors.push(host(name, lg));
+    }
+    for (n, h) in out.hidden.into_iter().enumerate() {
+        tensors.push(host(format!("hidden.{n}"), h));
+    }
+    let fwd_s = t1.elapsed().as_secs_f64();
+    write_outputs(&args.output, tensors)?;
+    eprintln!(
+        "forward: {} × {} tokens, load {:.2}s, forward {:.3}s ({:.0} tokens/s), fake quant {}, wrote {}",
+        shape[0],
+        shape[1],
+        load_s,
+        fwd_s,
+        (shape[0] * shape[1]) as f64 / fwd_s,
+        if opts.fake_quant { "on" } else { "off" },
+        args.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
+
+mod bench_optim_cmd;
+mod chat_encode_cmd;
+mod export_cmd;
+mod forward_cmd;
+mod optim_plan_cmd;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Compute device.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceKind {
+    /// CPU (Burn's `flex` backend).
+    Cpu,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "v4train",
+    version,
+    about = "Train, fine-tune, run and export DeepSeek-V4 models"
+)]
+struct Cli {
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, global = true)]
+    device: DeviceKind,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the model on token ids and write logits (and MTP logits, hidden streams).
+    Forward(forward_cmd::ForwardArgs),
+    /// Write a model directory in the official release layout (FP8/FP4 or BF16).
+    Export(export_cmd::ExportArgs),
+    /// Encode chat conversations with the official V4 chat template (text, ids, loss mask).
+    ChatEncode(chat_encode_cmd::ChatEncodeArgs),
+    /// List every parameter with its optimizer (Muon / AdamW), shape and weight decay.
+    OptimPlan(optim_plan_cmd::OptimPlanArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Newton–Schulz (Muon) timing on V4-Flash shapes.
+    Optim(bench_optim_cmd::BenchOptimArgs),
+}
+
+/// Runs `$body` with `B` bound to the backend chosen by `--device`.
+macro_rules! with_backend {
+    ($kind:expr, |$b:ident, $dev:ident| $body:expr) => {{
+        match $kind {
+            DeviceKind::Cpu => {
+                type $b = burn::backend::Flex;
+                let $dev = burn::backend::flex::FlexDevice;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => {
+                type $b = burn::backend::Cuda;
+                let $dev = burn::backend::cuda::CudaDevice::default();
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceKind::Cuda => Err(anyhow::anyhow!(
+                "--device cuda: this binary was built without CUDA; rebuild with `--features cuda`"
+            )),
+        }
+    }};
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Forward(a) => with_backend!(cli.device, |B, dev| forward_cmd::run::<B>(a, &dev)),
+        Command::Export(a) => export_cmd::run(a),
+        Command::ChatEncode(a) => chat_encode_cmd::run(a),
+        Command::OptimPlan(a) => optim_plan_cmd::run(a),
+        Command::Bench(BenchCommand::Optim(a)) => {
+            with_backend!(cli.device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

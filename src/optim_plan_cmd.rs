@@ -1,0 +1,90 @@
+//! `optim-plan`: prints which optimizer (spec §2.3: Muon or AdamW) trains every parameter of a V4
+//! model, with shape and weight decay, and a per-optimizer summary. The model comes from a preset or
+//! a `config.json`, the optimizer settings from a JSON file holding the `[optim]` table; the TOML
+//! recipe form (`[optim]` in the training recipe) arrives with the trainer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use v4_model::{inventory, ModelConfig};
+use v4_optim::{plan, totals, OptimConfig, ParamGroup};
+
+/// Arguments of `optim-plan`.
+#[derive(clap::Args, Debug)]
+pub struct OptimPlanArgs {
+    /// Model preset (`v4-flash` or `v4-pro`).
+    #[arg(long, default_value = "v4-flash", conflicts_with = "config")]
+    pub preset: String,
+    /// Hugging Face style model `config.json` instead of a preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// JSON file with the optimizer settings, i.e. the `[optim]` table
+    /// (`{"muon": {...}, "adamw": {...}, "weight_decay": {...}}`); defaults to V4's.
+    #[arg(long)]
+    pub optim: Option<PathBuf>,
+    /// Print only the summary.
+    #[arg(long)]
+    pub summary_only: bool,
+}
+
+/// Prints the plan.
+pub fn run(args: &OptimPlanArgs) -> anyhow::Result<()> {
+    let model = match &args.config {
+        Some(path) => ModelConfig::from_file(path)?,
+        None => ModelConfig::preset(&args.preset)?,
+    };
+    let optim: OptimConfig = match &args.optim {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => OptimConfig::default(),
+    };
+    let settings = optim.resolve()?;
+    let specs = inventory(&model);
+    let entries = plan(
+        &settings,
+        specs.iter().map(|s| (s.name.as_str(), s.shape.as_slice())),
+    )?;
+    if !args.summary_only {
+        println!(
+            "{:<56} {:<9} {:<10} {:>6} shape",
+            "parameter", "optimizer", "group", "wd"
+        );
+        for e in &entries {
+            println!(
+                "{:<56} {:<9} {:<10} {:>6} {:?}",
+                e.name,
+                format!("{:?}", e.optimizer).to_lowercase(),
+                e.group.name(),
+                e.weight_decay,
+                e.shape
+            );
+        }
+    }
+    println!("\nsummary:");
+    for (opt, t) in totals(&entries) {
+        println!(
+            "  {opt:<9} {:>7} tensors {:>18} parameters",
+            t.tensors, t.params
+        );
+    }
+    let mut groups: BTreeMap<ParamGroup, (usize, u64)> = BTreeMap::new();
+    for e in &entries {
+        let g = groups.entry(e.group).or_default();
+        g.0 += 1;
+        g.1 += e.shape.iter().map(|&d| d as u64).product::<u64>();
+    }
+    for (group, (n, params)) in groups {
+        let wd = settings.weight_decay(group);
+        println!(
+            "    {:<10} {n:>7} tensors {params:>18} parameters  wd {wd}",
+            group.name()
+        );
+    }
+    println!("  muon settings: {:?}", settings.muon);
+    println!("  adamw settings: {:?}", settings.adamw);
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Runs the `v4train forward` binary on the fixture models and checks its output against the
+//! reference's logits; and checks that bad inputs fail with a clear message, not a panic.
+
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+}
+
+fn floats(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    assert_eq!(v.dtype(), Dtype::F32);
+    v.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn v4train(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_v4train"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn forward(model: &str, extra: &[&str]) -> PathBuf {
+    let out = std::env::temp_dir().join(format!(
+        "v4train-fwd-{model}-{}.safetensors",
+        std::process::id()
+    ));
+    let m = fixture(model);
+    let input = fixture(&format!("{model}/io.safetensors"));
+    let mut args = vec![
+        "forward",
+        "--model",
+        m.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    args.extend(["--output", out.to_str().unwrap()]);
+    args.extend(extra);
+    let o = v4train(&args);
+    assert!(
+        o.status.success(),
+        "forward failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// (max abs, mean abs, fraction within 1e-3)
+fn errors(got: &[f32], want: &[f32]) -> (f32, f64, f64) {
+    assert_eq!(got.len(), want.len());
+    let e: Vec<f32> = got.iter().zip(want).map(|(a, b)| (a - b).abs()).collect();
+    let max = e.iter().cloned().fold(0.0, f32::max);
+    let mean = e.iter().map(|x| *x as f64).sum::<f64>() / e.len() as f64;
+    let within = e.iter().filter(|x| **x <= 1e-3).count() as f64 / e.len() as f64;
+    (max, mean, within)
+}
+
+#[test]
+fn forward_tiny_b_without_fake_quant_matches_within_1e_4() {
+    let out = forward("tiny_b", &["--no-fake-quant", "--hidden"]);
+    let io = fixture("tiny_b/io.safetensors");
+    for name in ["logits", "mtp_logits", "hidden.0", "hidden.4"] {
+        let (max, _, _) = errors(&floats(&out, name), &floats(&io, name));
+        assert!(max <= 1e-4, "{name}: max abs error {max}");
+    }
+    std::fs::remove_file(out).ok();
+}
+
+#[test]
+fn forward_tiny_a_meets_the_statistical_bound() {
+    let out = forward("tiny_a", &[]);
+    let io = fixture("tiny_a/io.safetensors");
+    for name in ["logits", "mtp_logits"] {
+        let (_, mean, within) = errors(&floats(&out, name), &floats(&io, name));
+        assert!(
+            mean <= 1e-3 && within >= 0.99,
+            "{name}: mean {mean}, within {within}"
+        );
+    }
+    std::fs::remove_file(out).ok();
+}
+
+fn write_ids(path: &Path, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
+    let view = safetensors::tensor::TensorView::new(dtype, shape, &bytes).unwrap();
+    safetensors::serialize_to_file(vec![("input_ids", view)], None, path).unwrap();
+}
+
+/// (case name, dtype, shape, raw bytes, expected message)
+type BadCase = (&'static str, Dtype, Vec<usize>, Vec<u8>, &'static str);
+
+#[test]
+fn bad_inputs_fail_with_a_message() {
+    let dir = std::env::temp_dir().join(format!("v4train-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixture("tiny_b");
+    let cases: Vec<BadCase> = vec![
+        (
+            "range",
+            Dtype::I64,
+            vec![1, 2],
+            [3i64, 256].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            "outside the vocabulary",
+        ),
+        (
+            "dtype",
+            Dtype::F32,
+            vec![1, 2],
+            [3f32, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            "int64 or int32",
+        ),
+        (
+            "rank",
+            Dtype::I32,
+            vec![2],
+            [3i32, 4].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            "rank 2",
+        ),
+    ];
+    for (name, dtype, shape, bytes, msg) in cases {
+        let input = dir.join(format!("{name}.safetensors"));
+        write_ids(&input, dtype, shape, bytes);
+        let out = dir.join("out.safetensors");
+        let o = v4train(&[
+            "forward",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(msg) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
+    }
+    // int32 ids are accepted
+    let input = dir.join("i32.safetensors");
+    write_ids(
+        &input,
+        Dtype::I32,
+        vec![1, 3],
+        [3i32, 4, 5].iter().flat_map(|x| x.to_le_bytes()).collect(),
+    );
+    let out = dir.join("out.safetensors");
+    let o = v4train(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(floats(&out, "logits").len(), 3 * 256);
+    assert_eq!(floats(&out, "mtp_logits").len(), 2 * 256);
+    std::fs::remove_dir_all(dir).ok();
+}
