@@ -89,6 +89,16 @@ fn forward_tiny_a_meets_the_statistical_bound() {
     std::fs::remove_file(out).ok();
 }
 
+#[test]
+fn forward_tiny_q_release_storage_meets_the_statistical_bound() {
+    // FP8/FP4 weights dequantized by the checkpoint reader; the reference ran on the same values.
+    let out = forward("tiny_q", &[]);
+    let io = fixture("tiny_q/io.safetensors");
+    let (_, mean, within) = errors(&floats(&out, "logits"), &floats(&io, "logits"));
+    assert!(mean <= 1e-3 && within >= 0.99, "logits: mean {mean}, within {within}");
+    std::fs::remove_file(out).ok();
+}
+
 fn write_ids(path: &Path, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
     let view = safetensors::tensor::TensorView::new(dtype, shape, &bytes).unwrap();
     safetensors::serialize_to_file(vec![("input_ids", view)], None, path).unwrap();
