@@ -95,7 +95,10 @@ fn forward_tiny_q_release_storage_meets_the_statistical_bound() {
     let out = forward("tiny_q", &[]);
     let io = fixture("tiny_q/io.safetensors");
     let (_, mean, within) = errors(&floats(&out, "logits"), &floats(&io, "logits"));
-    assert!(mean <= 1e-3 && within >= 0.99, "logits: mean {mean}, within {within}");
+    assert!(
+        mean <= 1e-3 && within >= 0.99,
+        "logits: mean {mean}, within {within}"
+    );
     std::fs::remove_file(out).ok();
 }
 

@@ -17,6 +17,7 @@ pub mod mhc;
 pub mod model;
 pub mod moe;
 pub mod mtp;
+pub mod named;
 pub mod norm;
 pub mod rope;
 pub mod router;
