@@ -9,6 +9,7 @@ pub mod error;
 pub mod fake_quant;
 pub mod hadamard;
 pub mod indexer;
+pub mod init;
 pub mod inventory;
 pub mod linear;
 mod load;

@@ -246,3 +246,10 @@ impl<B: Backend> V4Model<B> {
         })
     }
 }
+
+impl<B: Backend> V4Model<B> {
+    /// A freshly initialised model for from-scratch training (see [`crate::init`]).
+    pub fn init(cfg: &ModelConfig, seed: u64, device: &B::Device) -> R<Self> {
+        Self::load(cfg, &crate::init::random_source(cfg, seed), device)
+    }
+}

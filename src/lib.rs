@@ -1,0 +1,2 @@
+//! The `v4train` library: the pieces of the trainer that the binary drives.
+pub mod train;
