@@ -29,6 +29,11 @@ fn v4train(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+fn forward_paths(model: &Path, input: &Path, out: &Path) -> std::process::Output {
+    let [m, i, o] = [model, input, out].map(|p| p.to_str().unwrap().to_string());
+    v4train(&["forward", "--model", &m, "--input", &i, "--output", &o])
+}
+
 fn forward(model: &str, extra: &[&str]) -> PathBuf {
     let out = std::env::temp_dir().join(format!(
         "v4train-fwd-{model}-{}.safetensors",
@@ -142,15 +147,7 @@ fn bad_inputs_fail_with_a_message() {
         let input = dir.join(format!("{name}.safetensors"));
         write_ids(&input, dtype, shape, bytes);
         let out = dir.join("out.safetensors");
-        let o = v4train(&[
-            "forward",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let o = forward_paths(&model, &input, &out);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{name}: {err}");
         assert!(
@@ -167,15 +164,7 @@ fn bad_inputs_fail_with_a_message() {
         [3i32, 4, 5].iter().flat_map(|x| x.to_le_bytes()).collect(),
     );
     let out = dir.join("out.safetensors");
-    let o = v4train(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = forward_paths(&model, &input, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(floats(&out, "logits").len(), 3 * 256);
     assert_eq!(floats(&out, "mtp_logits").len(), 2 * 256);
