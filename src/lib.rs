@@ -1,2 +1,3 @@
 //! The `v4train` library: the pieces of the trainer that the binary drives.
+pub mod metrics;
 pub mod train;
