@@ -1,3 +1,4 @@
 //! The `v4train` library: the pieces of the trainer that the binary drives.
 pub mod metrics;
+pub mod recipe;
 pub mod train;

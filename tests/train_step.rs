@@ -38,11 +38,17 @@ fn loss_falls_on_a_learnable_sequence() {
         })
         .collect();
     let ids: Tensor<AD, 2, Int> = Tensor::from_data(TensorData::new(ids, [b, s]), &dev);
-    let opts = ForwardOptions { fake_quant: false, ..Default::default() };
+    let opts = ForwardOptions {
+        fake_quant: false,
+        ..Default::default()
+    };
     let mut losses = Vec::new();
     for _ in 0..12 {
         let out = model.forward(ids.clone(), opts, false, false);
-        let loss = ce(out.logits.slice_dim(1, 0..s - 1), ids.clone().slice([0..b, 1..s]));
+        let loss = ce(
+            out.logits.slice_dim(1, 0..s - 1),
+            ids.clone().slice([0..b, 1..s]),
+        );
         losses.push(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = apply_optimizer(model, grads, &mut opt, 1e-2).unwrap();
@@ -50,6 +56,9 @@ fn loss_falls_on_a_learnable_sequence() {
     println!("losses: {losses:?}");
     let chance = (256f32).ln();
     assert!(losses[0] > 0.8 * chance, "start near chance: {}", losses[0]);
-    assert!(*losses.last().unwrap() < 0.5 * losses[0], "loss did not fall: {losses:?}");
+    assert!(
+        *losses.last().unwrap() < 0.5 * losses[0],
+        "loss did not fall: {losses:?}"
+    );
     assert!(losses.iter().all(|l| l.is_finite()));
 }

@@ -1,0 +1,196 @@
+//! The training recipe (`v4train recipe.toml`): a TOML file with the sections `[model]`,
+//! `[data]`, `[train]`, `[optim]`, `[schedule]`, `[loss]`, `[checkpoint]` and `[log]`, plus
+//! `--set section.key=value` overrides. [`Recipe::load`] parses, applies the overrides, checks
+//! every value and reports problems as `file:line: [section] key message`.
+
+mod checkpoint;
+mod data;
+mod de;
+mod error;
+mod log;
+mod loss;
+mod model;
+mod overrides;
+mod schedule;
+mod source;
+mod train;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+use v4_optim::{LrSchedule, OptimConfig, ScheduleConfig};
+
+pub use checkpoint::{CheckpointConfig, Resume};
+pub use data::{DataRecipe, SyntheticData, TokenFile, TokenFormat};
+pub use error::{Location, RecipeError, Result};
+pub use log::LogConfig;
+pub use loss::LossConfig;
+pub use model::{ModelRecipe, ModelSource};
+pub use overrides::Override;
+pub use train::{Attention, Dtype, NanPolicy, TrainConfig};
+
+use de::{blame, path, typed};
+use source::SourceMap;
+
+/// The top-level sections, in file order.
+pub const SECTIONS: [&str; 8] = [
+    "model",
+    "data",
+    "train",
+    "optim",
+    "schedule",
+    "loss",
+    "checkpoint",
+    "log",
+];
+
+/// A parsed and validated recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// `[model]`: architecture source (required).
+    pub model: ModelRecipe,
+    /// `[data]`: token source (default: synthetic, seed 0).
+    pub data: DataRecipe,
+    /// `[train]`: steps, batch geometry, precision, policies.
+    pub train: TrainConfig,
+    /// `[optim]`: Muon / AdamW settings (`v4_optim::OptimConfig`, V4 defaults).
+    pub optim: OptimConfig,
+    /// `[schedule]`: learning-rate schedule (`v4_optim::ScheduleConfig`); `total_steps`
+    /// defaults to `train.steps`, `warmup_steps` to min(2000, 10%) and `decay_steps` to 10%.
+    pub schedule: ScheduleConfig,
+    /// `[loss]`: MTP weight and ignored label.
+    pub loss: LossConfig,
+    /// `[checkpoint]`: save / keep / resume.
+    pub checkpoint: CheckpointConfig,
+    /// `[log]`: metric cadence and sinks.
+    pub log: LogConfig,
+}
+
+impl Recipe {
+    /// Reads `path`, applies `overrides` (`section.key=value` each) and validates the result.
+    pub fn load(path: impl AsRef<Path>, overrides: &[String]) -> Result<Self> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| RecipeError::Read {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        Self::from_str_named(&text, &file, overrides)
+    }
+
+    /// Like [`Recipe::load`] for recipe text; `file` names it in errors.
+    pub fn from_str_named(text: &str, file: &str, overrides: &[String]) -> Result<Self> {
+        let mut src = SourceMap::parse(file, text)?;
+        let mut root: Table = text
+            .parse()
+            .map_err(|e| source::syntax_error(file, text, &e))?;
+        for raw in overrides {
+            let o = Override::parse(raw)?;
+            o.apply(&mut root)?;
+            src.add_override(o.path, raw);
+        }
+        Self::from_table(&src, root)
+    }
+
+    fn from_table(src: &SourceMap<'_>, mut root: Table) -> Result<Self> {
+        if let Some(key) = root.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+            return Err(src.error(
+                &path(&[key]),
+                format!(
+                    "is not a known section; expected one of {}",
+                    SECTIONS.join(", ")
+                ),
+            ));
+        }
+        let mut section = |name: &str| take_section(src, &mut root, name);
+        let (model, data, train, optim) = (
+            section("model")?,
+            section("data")?,
+            section("train")?,
+            section("optim")?,
+        );
+        let (mut schedule, loss, checkpoint, log) = (
+            section("schedule")?,
+            section("loss")?,
+            section("checkpoint")?,
+            section("log")?,
+        );
+
+        let train: TrainConfig = typed(src, &["train"], Value::Table(train))?;
+        for (key, v) in train.positive() {
+            at_least_one(src, &["train", key], v)?;
+        }
+        let model = ModelRecipe::parse(src, model)?;
+        let data = DataRecipe::parse(src, data, &train)?;
+        if let Some(cfg) = &model.config {
+            data.check_vocab(src, cfg.vocab_size)?;
+        }
+
+        let optim_cfg: OptimConfig = parse(src, "optim", &optim)?;
+        optim_cfg
+            .resolve()
+            .map_err(|e| blame(src, &["optim"], Some(&optim), &config_message(&e)))?;
+
+        let written = schedule.clone();
+        schedule::fill_defaults(&mut schedule, train.steps);
+        let schedule_cfg: ScheduleConfig = parse(src, "schedule", &schedule)?;
+        LrSchedule::new(schedule_cfg.clone())
+            .map_err(|e| blame(src, &["schedule"], Some(&written), &config_message(&e)))?;
+
+        let loss: LossConfig = typed(src, &["loss"], Value::Table(loss))?;
+        if !(loss.mtp_weight.is_finite() && loss.mtp_weight >= 0.0) {
+            return Err(src.error(
+                &path(&["loss", "mtp_weight"]),
+                format!("must be a finite number ≥ 0, got {}", loss.mtp_weight),
+            ));
+        }
+        let checkpoint: CheckpointConfig = typed(src, &["checkpoint"], Value::Table(checkpoint))?;
+        let log: LogConfig = typed(src, &["log"], Value::Table(log))?;
+        at_least_one(src, &["log", "every"], log.every)?;
+
+        Ok(Self {
+            model,
+            data,
+            train,
+            optim: optim_cfg,
+            schedule: schedule_cfg,
+            loss,
+            checkpoint,
+            log,
+        })
+    }
+}
+
+/// Removes the table of section `name` (empty when absent).
+fn take_section(src: &SourceMap<'_>, root: &mut Table, name: &str) -> Result<Table> {
+    match root.remove(name) {
+        None => Ok(Table::new()),
+        Some(Value::Table(t)) => Ok(t),
+        Some(other) => Err(src.error(
+            &path(&[name]),
+            format!("must be a table, got {}", other.type_str()),
+        )),
+    }
+}
+
+/// Deserializes a section, keeping its table for [`blame`].
+fn parse<T: DeserializeOwned>(src: &SourceMap<'_>, name: &str, table: &Table) -> Result<T> {
+    typed(src, &[name], Value::Table(table.clone()))
+}
+
+/// `must be ≥ 1, got 0`.
+fn at_least_one(src: &SourceMap<'_>, key: &[&str], v: u64) -> Result<()> {
+    if v == 0 {
+        return Err(src.error(&path(key), "must be ≥ 1, got 0"));
+    }
+    Ok(())
+}
+
+/// The message of an optimizer-config error without its generic prefix.
+fn config_message(e: &v4_optim::OptimError) -> String {
+    match e {
+        v4_optim::OptimError::Config(m) => m.trim_start_matches("schedule: ").to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,93 @@
+//! `[train]`: run length, batch geometry, seed, precision and numerical policies.
+
+use serde::{Deserialize, Serialize};
+
+/// Parameter / compute precision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit floats everywhere.
+    #[default]
+    F32,
+    /// bfloat16 compute with f32 master weights and optimizer state.
+    Bf16,
+}
+
+/// What to do when the loss or a gradient is not finite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NanPolicy {
+    /// Drop the step (no optimizer update) and go on.
+    #[default]
+    Skip,
+    /// Stop the run with an error.
+    Stop,
+}
+
+/// Attention implementation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attention {
+    /// V4 sparse attention (sliding window + CSA top-k + HCA), as in the release.
+    #[default]
+    Sparse,
+    /// Dense reference attention (same math, all blocks; slow, for checks).
+    Dense,
+}
+
+/// `[train]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Total optimizer steps of the run; a resumed run continues up to this count (default 1000).
+    pub steps: u64,
+    /// Sequences per forward/backward pass (default 1).
+    pub micro_batch: usize,
+    /// Tokens per training sequence (default 4096).
+    pub seq_len: usize,
+    /// Micro-batches accumulated per optimizer step (default 1).
+    pub grad_accum: usize,
+    /// Seed of parameter initialisation and every other random choice of the trainer (default 0).
+    pub seed: u64,
+    /// `"f32"` (default) or `"bf16"`.
+    pub dtype: Dtype,
+    /// Non-finite loss/gradients: `"skip"` the step (default) or `"stop"`.
+    pub nan_policy: NanPolicy,
+    /// `"sparse"` (default) or `"dense"` attention.
+    pub attention: Attention,
+    /// Simulate the release's FP8/FP4 quantisation in the forward pass (default false).
+    pub fake_quant: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            micro_batch: 1,
+            seq_len: 4096,
+            grad_accum: 1,
+            seed: 0,
+            dtype: Dtype::F32,
+            nan_policy: NanPolicy::Skip,
+            attention: Attention::Sparse,
+            fake_quant: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Sequences per optimizer step.
+    pub fn global_batch(&self) -> usize {
+        self.micro_batch * self.grad_accum
+    }
+
+    /// Keys that must be ≥ 1, with their values.
+    pub(crate) fn positive(&self) -> [(&'static str, u64); 4] {
+        [
+            ("steps", self.steps),
+            ("micro_batch", self.micro_batch as u64),
+            ("seq_len", self.seq_len as u64),
+            ("grad_accum", self.grad_accum as u64),
+        ]
+    }
+}
