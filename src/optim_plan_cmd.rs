@@ -1,7 +1,7 @@
 //! `optim-plan`: prints which optimizer (spec §2.3: Muon or AdamW) trains every parameter of a V4
 //! model, with shape and weight decay, and a per-optimizer summary. The model comes from a preset or
-//! a `config.json`, the optimizer settings from a JSON file holding the `[optim]` table; the TOML
-//! recipe form (`[optim]` in the training recipe) arrives with the trainer.
+//! a `config.json`, the optimizer settings from a JSON file holding the `[optim]` table — or both
+//! from a training recipe (`v4train optim-plan recipe.toml`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +13,12 @@ use v4_optim::{plan, totals, OptimConfig, ParamGroup};
 /// Arguments of `optim-plan`.
 #[derive(clap::Args, Debug)]
 pub struct OptimPlanArgs {
+    /// A training recipe: takes the model from `[model]` and the settings from `[optim]`.
+    #[arg(value_name = "RECIPE.toml", conflicts_with_all = ["config", "optim"])]
+    pub recipe: Option<PathBuf>,
+    /// Recipe overrides `section.key=value` (with a recipe).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "recipe")]
+    pub set: Vec<String>,
     /// Model preset (`v4-flash` or `v4-pro`).
     #[arg(long, default_value = "v4-flash", conflicts_with = "config")]
     pub preset: String,
@@ -28,19 +34,32 @@ pub struct OptimPlanArgs {
     pub summary_only: bool,
 }
 
-/// Prints the plan.
-pub fn run(args: &OptimPlanArgs) -> anyhow::Result<()> {
-    let model = match &args.config {
+fn model_from_args(args: &OptimPlanArgs) -> anyhow::Result<ModelConfig> {
+    Ok(match &args.config {
         Some(path) => ModelConfig::from_file(path)?,
         None => ModelConfig::preset(&args.preset)?,
-    };
-    let optim: OptimConfig = match &args.optim {
+    })
+}
+
+fn optim_from_args(args: &OptimPlanArgs) -> anyhow::Result<OptimConfig> {
+    Ok(match &args.optim {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => OptimConfig::default(),
+    })
+}
+
+/// Prints the plan.
+pub fn run(args: &OptimPlanArgs) -> anyhow::Result<()> {
+    let (model, optim) = match &args.recipe {
+        Some(path) => {
+            let recipe = v4train::recipe::Recipe::load(path, &args.set)?;
+            (recipe.model.resolve()?, recipe.optim)
+        }
+        None => (model_from_args(args)?, optim_from_args(args)?),
     };
     let settings = optim.resolve()?;
     let specs = inventory(&model);
