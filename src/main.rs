@@ -5,7 +5,9 @@ mod chat_encode_cmd;
 mod export_cmd;
 mod forward_cmd;
 mod optim_plan_cmd;
+mod train_cmd;
 
+use burn::backend::Autodiff;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Compute device.
@@ -33,6 +35,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train with a recipe (`v4train RECIPE.toml` is the same).
+    Train(train_cmd::TrainArgs),
     /// Run the model on token ids and write logits (and MTP logits, hidden streams).
     Forward(forward_cmd::ForwardArgs),
     /// Write a model directory in the official release layout (FP8/FP4 or BF16).
@@ -44,12 +48,23 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// `v4train RECIPE.toml [--set k=v] [--resume]`.
+    #[command(external_subcommand)]
+    Recipe(Vec<String>),
 }
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Newton–Schulz (Muon) timing on V4-Flash shapes.
     Optim(bench_optim_cmd::BenchOptimArgs),
+}
+
+/// `v4train RECIPE.toml ...` parsed like `v4train train RECIPE.toml ...`.
+#[derive(Parser, Debug)]
+#[command(name = "v4train")]
+struct RecipeCli {
+    #[command(flatten)]
+    args: train_cmd::TrainArgs,
 }
 
 /// Runs `$body` with `B` bound to the backend chosen by `--device`.
@@ -86,6 +101,20 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Forward(a) => with_backend!(cli.device, |B, dev| forward_cmd::run::<B>(a, &dev)),
+        Command::Train(a) => {
+            with_backend!(cli.device, |B, dev| train_cmd::run::<Autodiff<B>>(a, &dev))
+        }
+        Command::Recipe(argv) => {
+            let parsed = RecipeCli::try_parse_from(
+                std::iter::once("v4train").chain(argv.iter().map(String::as_str)),
+            );
+            match parsed {
+                Ok(r) => with_backend!(cli.device, |B, dev| train_cmd::run::<Autodiff<B>>(
+                    &r.args, &dev
+                )),
+                Err(e) => e.exit(),
+            }
+        }
         Command::Export(a) => export_cmd::run(a),
         Command::ChatEncode(a) => chat_encode_cmd::run(a),
         Command::OptimPlan(a) => optim_plan_cmd::run(a),

@@ -1,4 +1,4 @@
-//! `[data]`: where training tokens come from. `kind = "synthetic"` (seeded random ids),
+//! `[data]`: where training tokens come from. `kind = "synthetic"` (a seeded random bigram chain),
 //! `kind = "tokens"` (a pre-tokenized safetensors / npy file), or the [`DataConfig`] form of
 //! `v4-data` for text and chat sources (`kind = "text"`, or any table with `[[data.sources]]`).
 
@@ -13,7 +13,8 @@ use super::error::Result;
 use super::source::SourceMap;
 use super::train::TrainConfig;
 
-/// `kind = "synthetic"`: uniformly random token ids, reproducible from the seed.
+/// `kind = "synthetic"`: sequences following a seeded random bigram chain over `0..vocab` from
+/// random starts (learnable, so the loss falls), reproducible from the seed and the step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticData {
@@ -57,7 +58,7 @@ impl TokenFile {
 /// The `[data]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataRecipe {
-    /// Seeded random tokens (default when `[data]` is absent).
+    /// Seeded synthetic tokens (default when `[data]` is absent).
     Synthetic(SyntheticData),
     /// A tokenized file.
     Tokens(TokenFile),

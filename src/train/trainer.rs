@@ -1,0 +1,266 @@
+//! The training loop (`v4train recipe.toml`): gradient accumulation, next-token + MTP loss,
+//! global-norm clipping, NaN policy, the single LR schedule driving Muon + AdamW, metrics
+//! (stderr progress, `metrics.jsonl`, TensorBoard), periodic checkpoints and exact resume.
+
+use super::checkpoint;
+use super::loss::cross_entropy;
+use super::optimizer_step::apply_optimizer;
+use super::synthetic::SyntheticTokens;
+use crate::metrics::{MetricsJsonl, StepMetrics, TensorBoardWriter};
+use crate::recipe::{Attention, DataRecipe, NanPolicy, Recipe, Resume};
+use anyhow::{anyhow, bail, Context, Result};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use std::time::Instant;
+use v4_checkpoints::ModelDir;
+use v4_model::named::NamedParam;
+use v4_model::{AttentionMode, ForwardOptions, V4Model, WeightSource};
+use v4_optim::{GradNorm, LrSchedule, V4Optimizer};
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Step the run started from (0, or the resumed checkpoint's).
+    pub start_step: u64,
+    /// Main loss of every step run by this process.
+    pub losses: Vec<f64>,
+}
+
+fn forward_options(recipe: &Recipe) -> ForwardOptions {
+    ForwardOptions {
+        fake_quant: recipe.train.fake_quant,
+        attention: match recipe.train.attention {
+            Attention::Sparse => AttentionMode::Sparse,
+            Attention::Dense => AttentionMode::Dense,
+        },
+    }
+}
+
+/// Global gradient norm over every parameter with a gradient; scales the gradients in place
+/// when `max_norm` is set and exceeded.
+fn clip<B: AutodiffBackend>(
+    model: &V4Model<B>,
+    grads: &mut GradientsParams,
+    max_norm: Option<f64>,
+) -> Result<f64> {
+    type I<B> = <B as AutodiffBackend>::InnerBackend;
+    let mut ids = Vec::new();
+    model.visit_named(&mut |_, p| match p {
+        NamedParam::Plain1(t) => ids.push((t.id, 1)),
+        NamedParam::Plain2(t) | NamedParam::Transposed(t) => ids.push((t.id, 2)),
+        NamedParam::Grouped(t) => ids.push((t.id, 3)),
+        NamedParam::Int2(_) => {}
+    });
+    let mut norm = GradNorm::<I<B>>::new();
+    for (id, rank) in &ids {
+        match rank {
+            1 => grads.get::<I<B>, 1>(*id).iter().for_each(|g| norm.add(g)),
+            2 => grads.get::<I<B>, 2>(*id).iter().for_each(|g| norm.add(g)),
+            _ => grads.get::<I<B>, 3>(*id).iter().for_each(|g| norm.add(g)),
+        }
+    }
+    let stats = norm.finish(max_norm.unwrap_or(f64::INFINITY))?;
+    if stats.scale < 1.0 {
+        for (id, rank) in ids {
+            match rank {
+                1 => scale::<I<B>, 1>(grads, id, stats.scale),
+                2 => scale::<I<B>, 2>(grads, id, stats.scale),
+                _ => scale::<I<B>, 3>(grads, id, stats.scale),
+            }
+        }
+    }
+    Ok(stats.norm)
+}
+
+fn scale<B: burn::tensor::backend::Backend, const D: usize>(
+    grads: &mut GradientsParams,
+    id: burn::module::ParamId,
+    s: f64,
+) {
+    if let Some(g) = grads.remove::<B, D>(id) {
+        grads.register(id, g.mul_scalar(s));
+    }
+}
+
+/// Runs `recipe` (read from `recipe_text`) on `device`.
+pub fn run<B: AutodiffBackend>(
+    recipe: &Recipe,
+    recipe_text: &str,
+    device: &B::Device,
+) -> Result<RunSummary> {
+    let cfg = recipe.model.resolve()?;
+    let synthetic = match &recipe.data {
+        DataRecipe::Synthetic(s) => SyntheticTokens::new(s.seed, s.vocab.unwrap_or(cfg.vocab_size)),
+        _ => bail!("[data]: this trainer reads `kind = \"synthetic\"` only so far; token files and text/chat sources come with the data integration"),
+    };
+    let ckpt_dir = &recipe.checkpoint.dir;
+    let resume_from = match &recipe.checkpoint.resume {
+        Resume::Never => None,
+        Resume::Auto => checkpoint::list(ckpt_dir)?.pop().map(|(_, p)| p),
+        Resume::Path(p) => Some(p.clone()),
+    };
+    let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
+    let (mut model, start_step) = match &resume_from {
+        Some(path) => {
+            let state = checkpoint::read_state(path)?;
+            let dir = ModelDir::open(path)?;
+            let model = V4Model::<B>::load(&cfg, &dir as &dyn WeightSource, device)
+                .with_context(|| format!("loading {}", path.display()))?;
+            optimizer.load_state(&checkpoint::optimizer_file(path), device)?;
+            eprintln!("resuming from {} (step {})", path.display(), state.step);
+            (model, state.step)
+        }
+        None => (V4Model::<B>::init(&cfg, recipe.train.seed, device)?, 0),
+    };
+    let schedule = LrSchedule::new(recipe.schedule.clone())?;
+    let resumed = resume_from.as_ref().map(|_| start_step);
+    let mut jsonl = match &recipe.log.jsonl {
+        Some(p) => Some(MetricsJsonl::open(p, resumed)?),
+        None => None,
+    };
+    let mut tb = match (&recipe.log.tensorboard, resumed) {
+        (Some(d), Some(s)) => Some(TensorBoardWriter::resume(d, s)?),
+        (Some(d), None) => Some(TensorBoardWriter::create(d)?),
+        (None, _) => None,
+    };
+    let opts = forward_options(recipe);
+    let t = &recipe.train;
+    let (rows, s) = (t.micro_batch, t.seq_len);
+    let mtp_w = if cfg.num_nextn_predict_layers > 0 {
+        recipe.loss.mtp_weight
+    } else {
+        0.0
+    };
+    let mut losses = Vec::new();
+    let run_start = Instant::now();
+    for step in start_step..t.steps {
+        let t0 = Instant::now();
+        let lr = schedule.lr(step);
+        let mut grads = GradientsParams::new();
+        let (mut main_sum, mut mtp_sum) = (0.0, 0.0);
+        for micro in 0..t.grad_accum {
+            let ids = synthetic.batch(step, micro, rows, s);
+            let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, [rows, s]), device);
+            let out = model.forward(ids.clone(), opts, false, mtp_w > 0.0);
+            let targets = ids.clone().slice([0..rows, 1..s]);
+            let (main, _) = cross_entropy(
+                out.logits.slice_dim(1, 0..s - 1),
+                targets,
+                recipe.loss.ignore_index,
+            );
+            let mut loss = main.clone();
+            if let Some(lg) = out.mtp_logits.first().filter(|_| s > 2) {
+                let (m, _) = cross_entropy(
+                    lg.clone().slice_dim(1, 0..s - 2),
+                    ids.slice([0..rows, 2..s]),
+                    recipe.loss.ignore_index,
+                );
+                mtp_sum += v4_model::util::to_vec(m.clone().inner())[0] as f64;
+                loss = loss + m.mul_scalar(mtp_w);
+            }
+            main_sum += v4_model::util::to_vec(main.inner())[0] as f64;
+            let g = GradientsParams::from_grads(
+                loss.div_scalar(t.grad_accum as f64).backward(),
+                &model,
+            );
+            grads = merge::<B>(&model, grads, g);
+        }
+        let n = t.grad_accum as f64;
+        let (main_loss, mtp_loss) = (main_sum / n, mtp_sum / n);
+        let grad_norm = clip(&model, &mut grads, recipe.optim.max_grad_norm)?;
+        if !(main_loss.is_finite() && grad_norm.is_finite()) {
+            match t.nan_policy {
+                NanPolicy::Stop => {
+                    bail!("step {step}: non-finite loss {main_loss} or gradient norm {grad_norm}")
+                }
+                NanPolicy::Skip => {
+                    eprintln!("step {step}: non-finite loss or gradient; update skipped")
+                }
+            }
+        } else {
+            model = apply_optimizer(model, grads, &mut optimizer, lr).map_err(|e| anyhow!(e))?;
+        }
+        losses.push(main_loss);
+        let done = step + 1;
+        let tokens_per_s = (t.global_batch() * s) as f64 / t0.elapsed().as_secs_f64();
+        if done % recipe.log.every.max(1) == 0 || done == t.steps {
+            let elapsed = run_start.elapsed().as_secs_f64();
+            let eta = elapsed / (done - start_step) as f64 * (t.steps - done) as f64;
+            eprintln!(
+                "step {done}/{} loss {main_loss:.4}{} lr {lr:.3e} grad-norm {grad_norm:.3} {tokens_per_s:.0} tok/s eta {eta:.0}s",
+                t.steps,
+                if mtp_w > 0.0 { format!(" mtp {mtp_loss:.4}") } else { String::new() },
+            );
+            let m = StepMetrics {
+                step: done,
+                loss: main_loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+                mtp_loss: (mtp_w > 0.0).then_some(mtp_loss),
+                extra: Vec::new(),
+            };
+            if let Some(j) = jsonl.as_mut() {
+                j.log(&m)?;
+            }
+            if let Some(w) = tb.as_mut() {
+                let mut sc = vec![
+                    ("loss", main_loss as f32),
+                    ("lr", lr as f32),
+                    ("grad_norm", grad_norm as f32),
+                    ("tokens_per_s", tokens_per_s as f32),
+                ];
+                if mtp_w > 0.0 {
+                    sc.push(("mtp_loss", mtp_loss as f32));
+                }
+                w.scalars(done, &sc)?;
+                w.flush()?;
+            }
+        }
+        let every = recipe.checkpoint.every;
+        if (every > 0 && done % every == 0) || done == t.steps {
+            let p = checkpoint::save(
+                ckpt_dir,
+                done,
+                &model,
+                &optimizer,
+                recipe_text,
+                recipe.checkpoint.keep_last,
+            )?;
+            eprintln!("saved {}", p.display());
+        }
+    }
+    Ok(RunSummary { start_step, losses })
+}
+
+/// Sums two gradient sets (gradient accumulation).
+fn merge<B: AutodiffBackend>(
+    model: &V4Model<B>,
+    mut acc: GradientsParams,
+    mut g: GradientsParams,
+) -> GradientsParams {
+    type I<B> = <B as AutodiffBackend>::InnerBackend;
+    if acc.is_empty() {
+        return g;
+    }
+    model.visit_named(&mut |_, p| match p {
+        NamedParam::Plain1(t) => add::<I<B>, 1>(&mut acc, &mut g, t.id),
+        NamedParam::Plain2(t) | NamedParam::Transposed(t) => add::<I<B>, 2>(&mut acc, &mut g, t.id),
+        NamedParam::Grouped(t) => add::<I<B>, 3>(&mut acc, &mut g, t.id),
+        NamedParam::Int2(_) => {}
+    });
+    acc
+}
+
+fn add<B: burn::tensor::backend::Backend, const D: usize>(
+    acc: &mut GradientsParams,
+    g: &mut GradientsParams,
+    id: burn::module::ParamId,
+) {
+    match (acc.remove::<B, D>(id), g.remove::<B, D>(id)) {
+        (Some(a), Some(b)) => acc.register(id, a + b),
+        (Some(a), None) | (None, Some(a)) => acc.register(id, a),
+        (None, None) => {}
+    }
+}
