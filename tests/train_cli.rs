@@ -154,3 +154,50 @@ fn recipe_errors_exit_with_the_location() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn sigterm_finishes_the_step_saves_and_exits_cleanly() {
+    let dir = tmp("sigterm");
+    let mut a = args(&dir, 10_000);
+    a.push("--set=checkpoint.every=0".into());
+    let child = bin().args(a).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while !dir.join("metrics.jsonl").exists()
+        || std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+            < 2
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("interrupted: stopped after step"), "{err}");
+    let last = losses(&dir).last().unwrap().0;
+    assert!(
+        dir.join(format!("step-{last:06}/trainer_state.json"))
+            .exists(),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn unimplemented_bf16_is_an_error_not_ignored() {
+    let dir = tmp("bf16");
+    let mut a = args(&dir, 6);
+    a.push("--set=train.dtype=bf16".into());
+    let o = bin().args(a).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("[train] dtype"), "{err}");
+}

@@ -7,11 +7,14 @@ use super::loss::cross_entropy;
 use super::optimizer_step::apply_optimizer;
 use super::synthetic::SyntheticTokens;
 use crate::metrics::{MetricsJsonl, StepMetrics, TensorBoardWriter};
-use crate::recipe::{Attention, DataRecipe, NanPolicy, Recipe, Resume};
+use crate::recipe::{Attention, DataRecipe, Dtype, NanPolicy, Recipe, Resume};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
 use v4_model::named::NamedParam;
@@ -90,6 +93,16 @@ pub fn run<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<RunSummary> {
     let cfg = recipe.model.resolve()?;
+    if recipe.train.dtype == Dtype::Bf16 {
+        bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // SIGINT / SIGTERM: finish the current step, save, exit cleanly. A second handler cannot
+        // be installed in one process (tests call `run` once per process), so failure is ignored.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
     let synthetic = match &recipe.data {
         DataRecipe::Synthetic(s) => SyntheticTokens::new(s.seed, s.vocab.unwrap_or(cfg.vocab_size)),
         _ => bail!("[data]: this trainer reads `kind = \"synthetic\"` only so far; token files and text/chat sources come with the data integration"),
@@ -134,6 +147,11 @@ pub fn run<B: AutodiffBackend>(
     };
     let mut losses = Vec::new();
     let run_start = Instant::now();
+    let bar = ProgressBar::new(t.steps).with_position(start_step);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     for step in start_step..t.steps {
         let t0 = Instant::now();
         let lr = schedule.lr(step);
@@ -184,14 +202,18 @@ pub fn run<B: AutodiffBackend>(
         losses.push(main_loss);
         let done = step + 1;
         let tokens_per_s = (t.global_batch() * s) as f64 / t0.elapsed().as_secs_f64();
+        bar.set_position(done);
+        bar.set_message(format!(
+            "loss {main_loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+        ));
         if done % recipe.log.every.max(1) == 0 || done == t.steps {
             let elapsed = run_start.elapsed().as_secs_f64();
             let eta = elapsed / (done - start_step) as f64 * (t.steps - done) as f64;
-            eprintln!(
+            bar.suspend(|| eprintln!(
                 "step {done}/{} loss {main_loss:.4}{} lr {lr:.3e} grad-norm {grad_norm:.3} {tokens_per_s:.0} tok/s eta {eta:.0}s",
                 t.steps,
                 if mtp_w > 0.0 { format!(" mtp {mtp_loss:.4}") } else { String::new() },
-            );
+            ));
             let m = StepMetrics {
                 step: done,
                 loss: main_loss,
@@ -219,7 +241,8 @@ pub fn run<B: AutodiffBackend>(
             }
         }
         let every = recipe.checkpoint.every;
-        if (every > 0 && done % every == 0) || done == t.steps {
+        let interrupted = stop.load(Ordering::SeqCst);
+        if (every > 0 && done % every == 0) || done == t.steps || interrupted {
             let p = checkpoint::save(
                 ckpt_dir,
                 done,
@@ -228,9 +251,15 @@ pub fn run<B: AutodiffBackend>(
                 recipe_text,
                 recipe.checkpoint.keep_last,
             )?;
-            eprintln!("saved {}", p.display());
+            bar.suspend(|| eprintln!("saved {}", p.display()));
+        }
+        if interrupted {
+            bar.abandon();
+            eprintln!("interrupted: stopped after step {done}; resume with --resume");
+            break;
         }
     }
+    bar.finish_and_clear();
     Ok(RunSummary { start_step, losses })
 }
 
