@@ -11,7 +11,7 @@ use crate::model::V4Model;
 use crate::moe::{Expert, Moe};
 use crate::norm::RmsNorm;
 use crate::router::Routing;
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 /// A parameter reference with its storage layout relative to the checkpoint.
@@ -26,6 +26,18 @@ pub enum NamedParam<'a, B: Backend> {
     Grouped(&'a Param<Tensor<B, 3>>),
     /// Integer table (`tid2eid`), not trained.
     Int2(&'a Param<Tensor<B, 2, Int>>),
+}
+
+impl<B: Backend> NamedParam<'_, B> {
+    /// The parameter's id and tensor rank, for float parameters (integer tables: `None`).
+    pub fn float_id(&self) -> Option<(ParamId, usize)> {
+        match self {
+            NamedParam::Plain1(t) => Some((t.id, 1)),
+            NamedParam::Plain2(t) | NamedParam::Transposed(t) => Some((t.id, 2)),
+            NamedParam::Grouped(t) => Some((t.id, 3)),
+            NamedParam::Int2(_) => None,
+        }
+    }
 }
 
 /// A vector (value or gradient) as (shape, values).

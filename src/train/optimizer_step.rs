@@ -52,14 +52,9 @@ pub fn apply_optimizer<B: AutodiffBackend>(
 ) -> Result<V4Model<B>, OptimError> {
     let mut names = HashMap::new();
     model.visit_named(&mut |name, p| {
-        use v4_model::named::NamedParam::*;
-        let id = match p {
-            Plain1(t) => t.id,
-            Plain2(t) | Transposed(t) => t.id,
-            Grouped(t) => t.id,
-            Int2(t) => t.id,
-        };
-        names.insert(id, name);
+        if let Some((id, _)) = p.float_id() {
+            names.insert(id, name);
+        }
     });
     let mut mapper = NamedUpdate::<B> {
         names,

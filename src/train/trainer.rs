@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
-use v4_model::named::NamedParam;
 use v4_model::{AttentionMode, ForwardOptions, V4Model, WeightSource};
 use v4_optim::{GradNorm, LrSchedule, V4Optimizer};
 
@@ -40,6 +39,13 @@ fn forward_options(recipe: &Recipe) -> ForwardOptions {
     }
 }
 
+/// (id, rank) of every float parameter.
+fn float_params<B: AutodiffBackend>(model: &V4Model<B>) -> Vec<(burn::module::ParamId, usize)> {
+    let mut ids = Vec::new();
+    model.visit_named(&mut |_, p| ids.extend(p.float_id()));
+    ids
+}
+
 /// Global gradient norm over every parameter with a gradient; scales the gradients in place
 /// when `max_norm` is set and exceeded.
 fn clip<B: AutodiffBackend>(
@@ -48,13 +54,7 @@ fn clip<B: AutodiffBackend>(
     max_norm: Option<f64>,
 ) -> Result<f64> {
     type I<B> = <B as AutodiffBackend>::InnerBackend;
-    let mut ids = Vec::new();
-    model.visit_named(&mut |_, p| match p {
-        NamedParam::Plain1(t) => ids.push((t.id, 1)),
-        NamedParam::Plain2(t) | NamedParam::Transposed(t) => ids.push((t.id, 2)),
-        NamedParam::Grouped(t) => ids.push((t.id, 3)),
-        NamedParam::Int2(_) => {}
-    });
+    let ids = float_params(model);
     let mut norm = GradNorm::<I<B>>::new();
     for (id, rank) in &ids {
         match rank {
@@ -273,12 +273,13 @@ fn merge<B: AutodiffBackend>(
     if acc.is_empty() {
         return g;
     }
-    model.visit_named(&mut |_, p| match p {
-        NamedParam::Plain1(t) => add::<I<B>, 1>(&mut acc, &mut g, t.id),
-        NamedParam::Plain2(t) | NamedParam::Transposed(t) => add::<I<B>, 2>(&mut acc, &mut g, t.id),
-        NamedParam::Grouped(t) => add::<I<B>, 3>(&mut acc, &mut g, t.id),
-        NamedParam::Int2(_) => {}
-    });
+    for (id, rank) in float_params(model) {
+        match rank {
+            1 => add::<I<B>, 1>(&mut acc, &mut g, id),
+            2 => add::<I<B>, 2>(&mut acc, &mut g, id),
+            _ => add::<I<B>, 3>(&mut acc, &mut g, id),
+        }
+    }
     acc
 }
 
