@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use v4train::recipe::{
-    Attention, CheckpointConfig, DataRecipe, Dtype, Location, LogConfig, LossConfig, ModelSource,
-    NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
+    Attention, CheckpointConfig, DataRecipe, Dtype, Freeze, Location, LogConfig, LossConfig,
+    ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
 };
 
 fn shipped(name: &str) -> PathBuf {
@@ -190,6 +190,13 @@ fn invalid_value_names_file_line_and_key() {
         e.starts_with("recipe.toml:9: [schedule] warmup_steps is invalid"),
         "{e}"
     );
+    let e = error(&format!("{BASE}freeze = \"all\"\n"), &[]);
+    assert!(e.contains("[train] freeze"), "{e}");
+    let e = error(&format!("{BASE}\n[loss]\nbalance_alpha = nan\n"), &[]);
+    assert!(
+        e.contains("[loss] balance_alpha must be a finite number ≥ 0, got NaN"),
+        "{e}"
+    );
     let e = error(&format!("{BASE}\n[loss]\nmtp_weight = -1.0\n"), &[]);
     assert_eq!(
         e,
@@ -260,13 +267,19 @@ fn defaults_are_as_documented() {
             nan_policy: NanPolicy::Skip,
             attention: Attention::Sparse,
             fake_quant: false,
+            expert_fp4_qat: false,
+            freeze: Freeze::None,
         }
     );
     assert_eq!(
         r.loss,
         LossConfig {
             mtp_weight: 0.3,
-            ignore_index: -100
+            mtp_weight_late: 0.1,
+            ignore_index: -100,
+            indexer_weight: 1.0,
+            balance_alpha: 1e-4,
+            balance_bias_rate: 1e-3,
         }
     );
     assert_eq!(

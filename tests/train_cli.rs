@@ -201,3 +201,22 @@ fn unimplemented_bf16_is_an_error_not_ignored() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("[train] dtype"), "{err}");
 }
+
+#[test]
+fn bad_token_file_exits_with_the_path() {
+    let dir = tmp("bad-token-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("ids.npy");
+    std::fs::write(&data, b"\x93NUMPY\x01\x00 truncated").unwrap();
+    let mut a = args(&dir, 6);
+    a.push("--set=data.kind=tokens".into());
+    a.push(format!("--set=data.path={}", data.display()));
+    let o = bin().args(a).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("[data] path {}", data.display())) && !err.contains("panicked"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -32,15 +32,29 @@ pub fn encode(scale: f32) -> Option<u8> {
     (pow2(exp) == scale).then_some(()).and(encode_exp(exp))
 }
 
-/// The exponent of the reference's weight/activation scale, `ceil(log2(max(amax, floor) / qmax))`,
-/// evaluated in f32 exactly as the reference writes it (f32 division, then log2 and ceil).
+/// The exponent of the reference's weight/activation scale, `ceil(log2(max(amax, floor) / qmax))`:
+/// an f32 division, then the exact power-of-two ceiling the reference kernels take from the
+/// bits (`fast_log2_ceil`). A float `log2().ceil()` is not exact: just above 2^k it can round
+/// down onto k and give a scale one power of two too small.
 ///
 /// `floor` handles all-zero blocks: the reference's activation kernels floor `amax` (1e-4 for FP8,
 /// 6·2^−126 for FP4) and we use the same floors for weights, which gives an all-zero block the
 /// scale 2^−22 (FP8) or 2^−126 (FP4) and zero codes. `tiny_q` has no all-zero block, so this
 /// choice cannot contradict it; any floor would decode to the same zeros.
 pub fn scale_exponent(amax: f32, qmax: f32, floor: f32) -> i32 {
-    (amax.max(floor) / qmax).log2().ceil() as i32
+    ceil_log2(amax.max(floor) / qmax)
+}
+
+/// `ceil(log2(v))` exactly, for finite `v > 0` (normal or subnormal).
+fn ceil_log2(v: f32) -> i32 {
+    let bits = v.to_bits();
+    let (exp, mant) = ((bits >> 23) & 0xFF, bits & 0x7F_FFFF);
+    if exp == 0 {
+        // Subnormal: v = mant · 2^−149.
+        let floor = 31 - mant.leading_zeros() as i32;
+        return floor + i32::from(!mant.is_power_of_two()) - 149;
+    }
+    exp as i32 - 127 + i32::from(mant != 0)
 }
 
 #[cfg(test)]
@@ -67,5 +81,15 @@ mod tests {
         assert_eq!(scale_exponent(448.1, 448.0, 1e-4), 1);
         assert_eq!(scale_exponent(0.0, 448.0, 1e-4), -22);
         assert_eq!(scale_exponent(0.0, 6.0, 6.0 * pow2(-126)), -126);
+        // A hair above 6·2^10: the float log2 rounds onto 10, the exact ceiling is 11.
+        let amax = f32::from_bits((6144.0f32).to_bits() + 1);
+        assert_eq!(scale_exponent(amax, 6.0, 0.0), 11);
+        for e in -149..=127 {
+            let p = pow2(e);
+            assert_eq!(ceil_log2(p), e, "2^{e}");
+            if e < 127 {
+                assert_eq!(ceil_log2(f32::from_bits(p.to_bits() + 1)), e + 1, "2^{e}+");
+            }
+        }
     }
 }

@@ -1,15 +1,18 @@
 //! V4 attention (spec §2.5): low-rank queries with a per-head weightless RMS rescale, one shared
 //! KV head (keys = values), sliding window + compressed entries (HCA: all complete blocks;
 //! CSA: the indexer's top-k, or all blocks in `dense` mode), learned sink, inverse rope on the
-//! output, and the grouped low-rank output projection.
+//! output, and the grouped low-rank output projection. On request, CSA layers also return the
+//! lightning indexer's KL loss against this attention's own probabilities
+//! ([`crate::indexer_loss`]).
 
 use crate::compressor::{quantize_kv, Compressor, CompressorKind};
 use crate::indexer::Indexer;
+use crate::indexer_loss::{indexer_kl, teacher};
 use crate::linear::Linear;
 use crate::masks::compressed_visible;
 use crate::norm::{rms_normalize, RmsNorm};
 use crate::rope::RopeTable;
-use crate::sink_attention::{sink_attention, CompressedKeys};
+use crate::sink_attention::{sink_attention_probs, CompressedKeys};
 use crate::util::bool_tensor_from;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
@@ -31,6 +34,15 @@ pub struct ForwardOptions {
     pub fake_quant: bool,
     /// CSA block selection.
     pub attention: AttentionMode,
+    /// Compute each CSA block's lightning-indexer KL loss ([`LayerAux::indexer_loss`]).
+    ///
+    /// [`LayerAux::indexer_loss`]: crate::LayerAux::indexer_loss
+    pub indexer_loss: bool,
+    /// Compute each score-routed MoE layer's sequence-wise balance loss.
+    pub balance_loss: bool,
+    /// FP4 (e2m1, 1×32 blocks) weight fake quantization of routed experts (QAT for the FP4
+    /// release), straight-through in backward.
+    pub expert_fp4: bool,
 }
 
 impl Default for ForwardOptions {
@@ -38,6 +50,9 @@ impl Default for ForwardOptions {
         Self {
             fake_quant: true,
             attention: AttentionMode::Sparse,
+            indexer_loss: false,
+            balance_loss: false,
+            expert_fp4: false,
         }
     }
 }
@@ -85,10 +100,22 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// `x` `[b, s, d]` (after `attn_norm`) → `[b, s, d]`.
     pub fn forward(&self, x: Tensor<B, 3>, opts: ForwardOptions) -> Tensor<B, 3> {
+        self.forward_aux(x, opts).0
+    }
+
+    /// [`Attention::forward`] plus the indexer KL loss ([`crate::indexer_loss`]) when
+    /// `opts.indexer_loss` is on and the layer has an indexer. The output does not depend on
+    /// `opts.indexer_loss`.
+    pub fn forward_aux(
+        &self,
+        x: Tensor<B, 3>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
         let [b, s, _] = x.dims();
         let (h, hd, rd) = (self.n_heads, self.head_dim, self.rope_dim);
         let device = x.device();
         let table = RopeTable::new(&self.freqs, 0..s, &device);
+        let with_loss = opts.indexer_loss && self.indexer.is_some();
 
         let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
         let q = self.wq_b.forward(qr.clone()).reshape([b, s, h, hd]);
@@ -97,49 +124,64 @@ impl<B: Backend> Attention<B> {
         let kv = self.kv_norm.forward(self.wkv.forward(x.clone()));
         let kv = quantize_kv(table.rotate_tail3(kv, rd, false), rd, opts.fake_quant);
 
-        let compressed = self.compressed_keys(&x, &qr, &table, opts);
-        let o = sink_attention(
+        let (compressed, student) = self.compressed_keys(&x, &qr, &table, opts, with_loss);
+        let (o, probs) = sink_attention_probs(
             q,
             kv,
             compressed.as_ref(),
             self.attn_sink.val(),
             (hd as f64).powf(-0.5),
             self.window,
+            with_loss,
         );
+        let loss = with_loss.then(|| match (probs, student, compressed) {
+            (Some(p), Some(scores), Some(c)) => indexer_kl(teacher(p), scores, c.visible),
+            _ => Tensor::zeros([1], &device),
+        });
         let o = table.rotate_tail(o, rd, true);
-        self.project_out(o)
+        (self.project_out(o), loss)
     }
 
+    /// The compressed keys the attention sees (for CSA in sparse mode: the indexer's top-k of
+    /// the visible entries), and, when `with_loss`, the indexer scores `[b, s, n]` that the KL
+    /// loss trains (indexer run on detached `x` and `qr`; the selection uses them detached).
     fn compressed_keys(
         &self,
         x: &Tensor<B, 3>,
         qr: &Tensor<B, 3>,
         table: &RopeTable<B>,
         opts: ForwardOptions,
-    ) -> Option<CompressedKeys<B>> {
-        let comp = self.compressor.as_ref()?;
-        let kv = comp.forward(x, &self.freqs, CompressorKind::Main, opts.fake_quant)?;
+        with_loss: bool,
+    ) -> (Option<CompressedKeys<B>>, Option<Tensor<B, 3>>) {
+        let Some(comp) = self.compressor.as_ref() else {
+            return (None, None);
+        };
+        let Some(kv) = comp.forward(x, &self.freqs, CompressorKind::Main, opts.fake_quant) else {
+            return (None, None);
+        };
         let [b, s, _] = x.dims();
         let n = kv.dims()[1];
         let visible =
             bool_tensor_from::<B, 3>(compressed_visible(s, n, self.ratio), [1, s, n], &x.device())
                 .expand([b, s, n]);
-        let visible = match (&self.indexer, opts.attention) {
-            (Some(ix), AttentionMode::Sparse) => {
-                let scores = ix
-                    .scores(
-                        &x.clone().detach(),
-                        &qr.clone().detach(),
-                        table,
-                        &self.freqs,
-                        opts.fake_quant,
-                    )
-                    .map(|t| t.detach())?;
-                ix.select(scores, visible)
-            }
+        let sparse = opts.attention == AttentionMode::Sparse;
+        let scores = match &self.indexer {
+            Some(ix) if sparse || with_loss => ix.scores(
+                &x.clone().detach(),
+                &qr.clone().detach(),
+                table,
+                &self.freqs,
+                opts.fake_quant,
+            ),
+            _ => None,
+        };
+        let visible = match (&self.indexer, &scores) {
+            (Some(ix), Some(sc)) if sparse => ix.select(sc.clone().detach(), visible),
+            (Some(_), None) if sparse => return (None, None),
             _ => visible,
         };
-        Some(CompressedKeys { kv, visible })
+        let student = if with_loss { scores } else { None };
+        (Some(CompressedKeys { kv, visible }), student)
     }
 
     /// Grouped low-rank output: per group `[H·D/g] → [o_lora]`, then `wo_b`.

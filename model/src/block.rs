@@ -1,6 +1,7 @@
 //! One V4 block (spec §2.3): attention and MoE, each wrapped by its own mHC use-site.
 
 use crate::attention::{Attention, ForwardOptions};
+use crate::layer_aux::LayerAux;
 use crate::mhc::HyperConnection;
 use crate::moe::Moe;
 use crate::norm::RmsNorm;
@@ -32,11 +33,27 @@ impl<B: Backend> Block<B> {
         ids: Tensor<B, 2, Int>,
         opts: ForwardOptions,
     ) -> Tensor<B, 4> {
+        self.forward_aux(x, ids, opts).0
+    }
+
+    /// [`Block::forward`] plus the block's side outputs (expert load, optional losses).
+    pub fn forward_aux(
+        &self,
+        x: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 4>, LayerAux<B>) {
         let (y, mix) = self.hc_attn.pre(&x);
-        let a = self.attn.forward(self.attn_norm.forward(y), opts);
+        let (a, indexer_loss) = self.attn.forward_aux(self.attn_norm.forward(y), opts);
         let x = self.hc_attn.post(a, x, mix);
         let (y, mix) = self.hc_ffn.pre(&x);
-        let f = self.ffn.forward(self.ffn_norm.forward(y), ids);
-        self.hc_ffn.post(f, x, mix)
+        let (f, moe) = self.ffn.forward_aux(self.ffn_norm.forward(y), ids, opts);
+        let aux = LayerAux {
+            expert_load: moe.expert_load,
+            biased: moe.biased,
+            balance_loss: moe.balance_loss,
+            indexer_loss,
+        };
+        (self.hc_ffn.post(f, x, mix), aux)
     }
 }

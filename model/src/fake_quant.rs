@@ -79,14 +79,15 @@ pub fn fp4_qdq<B: Backend, const D: usize>(x: Tensor<B, D>, block: usize) -> Ten
     (round_e2m1(y) * s).reshape(dims)
 }
 
-/// Straight-through wrapper: the forward value is `q` exactly when `x` is not tracked by
-/// autodiff (inference); under autodiff it is `x + (q − x)` detached, so gradients pass as
-/// identity.
+/// Straight-through wrapper: the forward value is `q` exactly on a backend without autodiff
+/// (inference); under autodiff it is `x + (q − x)` detached, so gradients pass as identity.
+/// (`is_require_grad` would not do: Burn sets it on leaf parameters only, so activations would
+/// be cut from the graph.)
 pub fn straight_through<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     q: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    if x.is_require_grad() {
+    if B::ad_enabled(&x.device()) {
         x.clone() + (q - x).detach()
     } else {
         q
@@ -114,6 +115,18 @@ mod tests {
         let n = v.len();
         let t = crate::util::tensor_from::<Flex, 1>(v, [n], &Default::default());
         crate::util::to_vec(f(t))
+    }
+
+    #[test]
+    fn straight_through_passes_gradients_of_activations() {
+        type AD = burn::backend::Autodiff<Flex>;
+        let w =
+            crate::util::tensor_from::<AD, 1>(vec![0.3, -1.2, 2.5, 0.7], [4], &Default::default())
+                .require_grad();
+        // `w · 3` is an activation (not a leaf): its STE must still pass the gradient through.
+        let y = fake_fp8(w.clone().mul_scalar(3.0), 4) + fake_fp4(w.clone().mul_scalar(3.0), 4);
+        let g = w.grad(&y.sum().backward()).expect("gradient reaches w");
+        assert_eq!(crate::util::to_vec(g), vec![6.0; 4]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The lightning indexer of CSA layers (spec §2.7): scores every visible compressed block for
 //! each query, `I[t,j] = Σ_h w[t,h] · ReLU(qI[t,h] · kI[j])`, and keeps the top-k. Queries come
 //! from the attention's shared low-rank latent `qr`; keys from the indexer's own compressor
-//! (Hadamard-rotated, FP4). The selection is discrete: it runs on detached inputs.
+//! (Hadamard-rotated, FP4). The selection is discrete: it runs on detached inputs. The indexer
+//! learns only from its own KL loss against the main attention ([`crate::indexer_loss`]); its
+//! inputs stay detached, so that loss never reaches the rest of the model.
 
 use crate::compressor::{Compressor, CompressorKind};
 use crate::fake_quant::fake_fp4;

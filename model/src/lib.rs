@@ -2,15 +2,19 @@
 //! the backend. One paper concept per module.
 
 pub mod attention;
+pub mod balance;
 pub mod block;
 pub mod compressor;
 pub mod config;
 pub mod error;
+pub mod expert_qat;
 pub mod fake_quant;
 pub mod hadamard;
 pub mod indexer;
+pub mod indexer_loss;
 pub mod init;
 pub mod inventory;
+pub mod layer_aux;
 pub mod linear;
 mod load;
 pub mod masks;
@@ -30,5 +34,6 @@ pub use attention::{AttentionMode, ForwardOptions};
 pub use config::{ModelConfig, RopeScaling, ScoringFunc};
 pub use error::ModelError;
 pub use inventory::{inventory, ReleaseDtype, TensorSpec};
+pub use layer_aux::{load_ratios, LayerAux, MoeAux};
 pub use model::{ModelOutput, V4Model};
 pub use weights::{MapSource, WeightSource};

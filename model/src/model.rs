@@ -6,6 +6,7 @@ use crate::attention::ForwardOptions;
 use crate::block::Block;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::layer_aux::LayerAux;
 use crate::linear::Linear;
 use crate::mhc::HcHead;
 use crate::mtp::MtpBlock;
@@ -46,6 +47,8 @@ pub struct ModelOutput<B: Backend> {
     /// MTP logits `[b, s − 1 − k, vocab]` per MTP block (when requested): position t of block
     /// k predicts token t + 2 + k.
     pub mtp_logits: Vec<Tensor<B, 3>>,
+    /// Side outputs of every main block, then of every MTP block that ran.
+    pub aux: Vec<LayerAux<B>>,
 }
 
 impl<B: Backend> V4Model<B> {
@@ -94,21 +97,21 @@ impl<B: Backend> V4Model<B> {
     }
 
     /// MTP logits of block `k` from the streams of the previous depth (positions 0..s−1−k) and
-    /// the ids.
+    /// the ids: (output streams, logits, block side outputs).
     pub fn mtp_logits(
         &self,
         k: usize,
         streams: Tensor<B, 4>,
         ids: Tensor<B, 2, Int>,
         opts: ForwardOptions,
-    ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
         let [b, s] = ids.dims();
         let n = streams.dims()[1] - 1;
         let x = streams.slice_dim(1, 0..n);
         let next = ids.slice([0..b, k + 1..s]);
         let e = self.embed_tokens(next.clone());
-        let (x, y) = self.mtp[k].forward(x, e, next, opts);
-        (x, self.head.forward(y))
+        let (x, y, aux) = self.mtp[k].forward(x, e, next, opts);
+        (x, self.head.forward(y), aux)
     }
 
     /// Full forward. `hidden`: keep every block's streams; `mtp`: run the MTP blocks.
@@ -121,8 +124,11 @@ impl<B: Backend> V4Model<B> {
     ) -> ModelOutput<B> {
         let mut x = self.embed_streams(ids.clone());
         let mut kept = Vec::new();
+        let mut aux = Vec::with_capacity(self.layers.len() + self.mtp.len());
         for layer in &self.layers {
-            x = layer.forward(x, ids.clone(), opts);
+            let (y, a) = layer.forward_aux(x, ids.clone(), opts);
+            x = y;
+            aux.push(a);
             if hidden {
                 kept.push(x.clone());
             }
@@ -135,8 +141,9 @@ impl<B: Backend> V4Model<B> {
                 if streams.dims()[1] < 2 {
                     break;
                 }
-                let (next, lg) = self.mtp_logits(k, streams, ids.clone(), opts);
+                let (next, lg, a) = self.mtp_logits(k, streams, ids.clone(), opts);
                 mtp_logits.push(lg);
+                aux.push(a);
                 streams = next;
             }
         }
@@ -145,6 +152,7 @@ impl<B: Backend> V4Model<B> {
             hidden: kept,
             last_streams: x,
             mtp_logits,
+            aux,
         }
     }
 }

@@ -2,10 +2,16 @@
 //! ±limit, gate branch above only), the routing weight applied before `w2`, plus one shared
 //! expert. Routed tokens are dispatched sparsely: (token, slot) pairs are grouped by expert on
 //! the host and each expert runs only on its own rows, so cost scales with top-k, not with the
-//! number of experts.
+//! number of experts. Training options: the sequence-wise balance loss (see [`crate::balance`])
+//! and FP4 QAT of the routed experts' weights (see [`crate::expert_qat`]).
 
+use crate::attention::ForwardOptions;
+use crate::balance::sequence_balance_loss;
+use crate::config::ScoringFunc;
+use crate::expert_qat::fake_fp4_weight;
+use crate::layer_aux::MoeAux;
 use crate::linear::Linear;
-use crate::router::Router;
+use crate::router::{Router, Routing};
 use crate::util::{int_tensor_from, to_vec_int};
 use burn::module::Module;
 use burn::tensor::activation::silu;
@@ -30,8 +36,27 @@ impl<B: Backend> Expert<B> {
         weight: Option<Tensor<B, 2>>,
         limit: f64,
     ) -> Tensor<B, 2> {
-        let mut gate = self.w1.forward(x.clone());
-        let mut up = self.w3.forward(x);
+        self.forward_with(x, weight, limit, false)
+    }
+
+    /// [`Expert::forward`]; `fp4`: the three weights go through FP4 fake quantization
+    /// ([`fake_fp4_weight`], straight-through gradient) first.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 2>,
+        weight: Option<Tensor<B, 2>>,
+        limit: f64,
+        fp4: bool,
+    ) -> Tensor<B, 2> {
+        let lin = |l: &Linear<B>, x: Tensor<B, 2>| {
+            if fp4 {
+                x.matmul(fake_fp4_weight(l.weight.val()))
+            } else {
+                l.forward(x)
+            }
+        };
+        let mut gate = lin(&self.w1, x.clone());
+        let mut up = lin(&self.w3, x);
         if limit > 0.0 {
             up = up.clamp(-limit, limit);
             gate = gate.clamp_max(limit);
@@ -40,7 +65,7 @@ impl<B: Backend> Expert<B> {
         if let Some(w) = weight {
             h = h * w;
         }
-        self.w2.forward(h)
+        lin(&self.w2, h)
     }
 }
 
@@ -71,13 +96,36 @@ pub fn group_by_expert(idx: &[i64], n_experts: usize) -> Vec<Vec<usize>> {
 impl<B: Backend> Moe<B> {
     /// `x` `[b, s, d]`, token ids `[b, s]` → `[b, s, d]`.
     pub fn forward(&self, x: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_aux(x, ids, ForwardOptions::default()).0
+    }
+
+    /// [`Moe::forward`] plus the expert load, the sequence-wise balance loss when
+    /// `opts.balance_loss` (score-routed layers only: hash routing is fixed, so there is nothing
+    /// for the loss to balance), and FP4 QAT of the routed experts when `opts.expert_fp4`.
+    pub fn forward_aux(
+        &self,
+        x: Tensor<B, 3>,
+        ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 3>, MoeAux<B>) {
         let [b, s, d] = x.dims();
         let n = b * s;
         let device = x.device();
         let xf = x.reshape([n, d]);
-        let (w, idx) = self.gate.route(xf.clone(), ids.reshape([n]));
+        let (w, idx, scores) = self.gate.route_with_scores(xf.clone(), ids.reshape([n]));
         let k = w.dims()[1];
-        let groups = group_by_expert(&to_vec_int(idx), self.experts.len());
+        let idx = to_vec_int(idx);
+        let groups = group_by_expert(&idx, self.experts.len());
+        let biased = matches!(self.gate.routing, Routing::Score(_));
+        let balance_loss = (opts.balance_loss && biased).then(|| {
+            let normalise = self.gate.scoring != ScoringFunc::Softmax;
+            sequence_balance_loss(scores, &idx, b, k, normalise)
+        });
+        let aux = MoeAux {
+            expert_load: groups.iter().map(|g| g.len() as u64).collect(),
+            biased,
+            balance_loss,
+        };
 
         let order: Vec<i64> = groups.iter().flatten().map(|p| *p as i64).collect();
         let mut y = Tensor::<B, 2>::zeros([n, d], &device);
@@ -98,15 +146,17 @@ impl<B: Backend> Moe<B> {
                 let end = start + g.len();
                 let xe = xs.clone().slice_dim(0, start..end);
                 let we = ws.clone().slice_dim(0, start..end).unsqueeze_dim(1);
-                outs.push(self.experts[e].forward(xe, Some(we), self.swiglu_limit));
+                let expert = &self.experts[e];
+                outs.push(expert.forward_with(xe, Some(we), self.swiglu_limit, opts.expert_fp4));
                 start = end;
             }
             y = y.select_assign(0, tokens, Tensor::cat(outs, 0), IndexingUpdateOp::Add);
         }
+        // The shared expert is FP8 in the release, not FP4: no expert QAT here.
         if let Some(shared) = &self.shared_experts {
             y = y + shared.forward(xf, None, self.swiglu_limit);
         }
-        y.reshape([b, s, d])
+        (y.reshape([b, s, d]), aux)
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::attention::ForwardOptions;
 use crate::block::Block;
+use crate::layer_aux::LayerAux;
 use crate::linear::Linear;
 use crate::mhc::HcHead;
 use crate::norm::RmsNorm;
@@ -32,19 +33,20 @@ pub struct MtpBlock<B: Backend> {
 
 impl<B: Backend> MtpBlock<B> {
     /// Streams `[b, s', hc, d]` of positions 0..s' and embeddings `[b, s', d]` of the next
-    /// tokens (ids `[b, s']`) → (output streams, pre-head hidden `[b, s', d]`).
+    /// tokens (ids `[b, s']`) → (output streams, pre-head hidden `[b, s', d]`, block side
+    /// outputs).
     pub fn forward(
         &self,
         streams: Tensor<B, 4>,
         next_embed: Tensor<B, 3>,
         next_ids: Tensor<B, 2, Int>,
         opts: ForwardOptions,
-    ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
         let e = self.e_proj.forward(self.enorm.forward(next_embed));
         let h = self.h_proj.forward(self.hnorm.forward(streams));
         let x = h + e.unsqueeze_dim::<4>(2);
-        let x = self.block.forward(x, next_ids, opts);
+        let (x, aux) = self.block.forward_aux(x, next_ids, opts);
         let y = self.norm.forward(self.hc_head.forward(x.clone()));
-        (x, y)
+        (x, y, aux)
     }
 }

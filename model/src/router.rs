@@ -58,6 +58,17 @@ impl<B: Backend> Router<B> {
         x: Tensor<B, 2>,
         tokens: Tensor<B, 1, Int>,
     ) -> (Tensor<B, 2>, Tensor<B, 2, Int>) {
+        let (w, idx, _) = self.route_with_scores(x, tokens);
+        (w, idx)
+    }
+
+    /// [`Router::route`] plus the scores `[N, E]` it ranked (differentiable through the gate
+    /// weight and `x`), for the sequence-wise balance loss.
+    pub fn route_with_scores(
+        &self,
+        x: Tensor<B, 2>,
+        tokens: Tensor<B, 1, Int>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2, Int>, Tensor<B, 2>) {
         let scores = self.scores(x);
         let idx = match &self.routing {
             Routing::Hash(table) => table.val().select(0, tokens),
@@ -66,10 +77,10 @@ impl<B: Backend> Router<B> {
                 biased.topk_with_indices(self.top_k, 1).1
             }
         };
-        let mut w = scores.gather(1, idx.clone());
+        let mut w = scores.clone().gather(1, idx.clone());
         if self.scoring != ScoringFunc::Softmax {
             w = w.clone() / w.sum_dim(1);
         }
-        (w.mul_scalar(self.route_scale), idx)
+        (w.mul_scalar(self.route_scale), idx, scores)
     }
 }

@@ -30,6 +30,22 @@ pub fn sink_attention<B: Backend>(
     scale: f64,
     window: usize,
 ) -> Tensor<B, 4> {
+    sink_attention_probs(q, kv, compressed, sink, scale, window, false).0
+}
+
+/// [`sink_attention`] that, when `want_probs` and there are compressed keys, also returns the
+/// probabilities of the compressed entries `[b, s, H, n]` under the full softmax (window +
+/// compressed + sink), detached: the very `p` the output is built from (the indexer's teacher,
+/// [`crate::indexer_loss`]). Entries a query does not attend have probability exactly 0.
+pub fn sink_attention_probs<B: Backend>(
+    q: Tensor<B, 4>,
+    kv: Tensor<B, 3>,
+    compressed: Option<&CompressedKeys<B>>,
+    sink: Tensor<B, 1>,
+    scale: f64,
+    window: usize,
+    want_probs: bool,
+) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
     let [b, s, h, d] = q.dims();
     let device = q.device();
     let layout = WindowLayout::new(s, window);
@@ -87,10 +103,12 @@ pub fn sink_attention<B: Backend>(
         .slice_dim(1, 0..s);
     match compressed {
         Some(c) => {
-            let pc = p.slice_dim(3, k..k + n).reshape([b, s * h, n]);
-            ow + pc.matmul(c.kv.clone()).reshape([b, s, h, d])
+            let pc = p.slice_dim(3, k..k + n);
+            let probs = want_probs.then(|| pc.clone().detach());
+            let oc = pc.reshape([b, s * h, n]).matmul(c.kv.clone());
+            (ow + oc.reshape([b, s, h, d]), probs)
         }
-        None => ow,
+        None => (ow, None),
     }
 }
 

@@ -24,7 +24,7 @@ fn tiny_a_each_block_fed_the_reference_input_matches() {
         println!("block {n}: max {max:.3e} mean {mean:.3e}");
         assert!(max <= 1e-4, "block {n} max abs error {max}");
     }
-    let (_, mtp) = model.mtp_logits(0, float::<4>(&io, "hidden.4"), ids, opts);
+    let (_, mtp, _) = model.mtp_logits(0, float::<4>(&io, "hidden.4"), ids, opts);
     let (max, mean, _) = compare(&values(mtp), &io.floats["mtp_logits"].1, 1e-4);
     println!("mtp block: max {max:.3e} mean {mean:.3e}");
     assert!(max <= 1e-4, "mtp max abs error {max}");

@@ -103,6 +103,17 @@ impl LrSchedule {
         &self.cfg
     }
 
+    /// First step of the decay phase (`None` for constant): the end of warmup for cosine,
+    /// `total_steps − decay_steps` for WSD.
+    pub fn decay_start(&self) -> Option<u64> {
+        let c = &self.cfg;
+        match c.kind {
+            ScheduleKind::Constant => None,
+            ScheduleKind::Cosine => Some(c.warmup_steps),
+            ScheduleKind::Wsd => Some(c.total_steps - c.decay_steps),
+        }
+    }
+
     /// Learning rate of optimizer step `step` (0-based).
     pub fn lr(&self, step: u64) -> f64 {
         let c = &self.cfg;
@@ -128,5 +139,35 @@ impl LrSchedule {
             DecayShape::Linear => 1.0 - p,
         };
         floor + (c.peak_lr - floor) * w
+    }
+}
+
+#[cfg(test)]
+mod decay_start_tests {
+    use super::*;
+
+    fn sched(kind: ScheduleKind) -> LrSchedule {
+        LrSchedule::new(ScheduleConfig {
+            kind,
+            peak_lr: 1.0,
+            warmup_steps: 10,
+            total_steps: 100,
+            decay_steps: 20,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn decay_start_is_where_the_lr_leaves_the_peak() {
+        assert_eq!(sched(ScheduleKind::Constant).decay_start(), None);
+        for kind in [ScheduleKind::Cosine, ScheduleKind::Wsd] {
+            let s = sched(kind);
+            let d = s.decay_start().unwrap();
+            assert_eq!(s.lr(d), 1.0, "{kind:?}");
+            assert!(s.lr(d + 1) < 1.0, "{kind:?}");
+            assert!((10..d).all(|t| s.lr(t) == 1.0), "{kind:?}");
+        }
+        assert_eq!(sched(ScheduleKind::Wsd).decay_start(), Some(80));
     }
 }

@@ -24,7 +24,9 @@ pub struct SyntheticData {
     pub vocab: Option<usize>,
 }
 
-/// `kind = "tokens"`: one flat array of token ids.
+/// `kind = "tokens"`: one flat array of token ids (I32 / I64 / U16 / U32; a 2-D `[n, L]` array
+/// is read flattened), cut into windows of `seq_len + 1` tokens with stride `seq_len`, visited in
+/// a seeded random order per epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenFile {
@@ -33,6 +35,9 @@ pub struct TokenFile {
     /// Tensor name inside a safetensors file (default: its only tensor).
     #[serde(default)]
     pub tensor: Option<String>,
+    /// Seed of the window order (default: `[train] seed`).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// On-disk format of a [`TokenFile`], from its extension.

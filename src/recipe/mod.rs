@@ -28,7 +28,7 @@ pub use log::LogConfig;
 pub use loss::LossConfig;
 pub use model::{ModelRecipe, ModelSource};
 pub use overrides::Override;
-pub use train::{Attention, Dtype, NanPolicy, TrainConfig};
+pub use train::{Attention, Dtype, Freeze, NanPolicy, TrainConfig};
 
 use de::{blame, path, typed};
 use source::SourceMap;
@@ -139,11 +139,13 @@ impl Recipe {
             .map_err(|e| blame(src, &["schedule"], Some(&written), &config_message(&e)))?;
 
         let loss: LossConfig = typed(src, &["loss"], Value::Table(loss))?;
-        if !(loss.mtp_weight.is_finite() && loss.mtp_weight >= 0.0) {
-            return Err(src.error(
-                &path(&["loss", "mtp_weight"]),
-                format!("must be a finite number ≥ 0, got {}", loss.mtp_weight),
-            ));
+        for (key, v) in loss.non_negative() {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(src.error(
+                    &path(&["loss", key]),
+                    format!("must be a finite number ≥ 0, got {v}"),
+                ));
+            }
         }
         let checkpoint: CheckpointConfig = typed(src, &["checkpoint"], Value::Table(checkpoint))?;
         let log: LogConfig = typed(src, &["log"], Value::Table(log))?;

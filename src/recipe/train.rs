@@ -35,6 +35,18 @@ pub enum Attention {
     Dense,
 }
 
+/// Which parameters learn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Freeze {
+    /// Every parameter (default).
+    #[default]
+    None,
+    /// Only the lightning indexers (`*.attn.indexer.*`): the indexer warm-up stage of V3.2/V4,
+    /// normally with `attention = "dense"`.
+    AllButIndexer,
+}
+
 /// `[train]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +69,12 @@ pub struct TrainConfig {
     pub attention: Attention,
     /// Simulate the release's FP8/FP4 quantisation in the forward pass (default false).
     pub fake_quant: bool,
+    /// Fake-quantize routed expert weights to FP4 (e2m1, 1×32 ue8m0 blocks) in the forward pass,
+    /// straight-through in backward, so a fine-tune stays faithful to the FP4 release
+    /// (default false).
+    pub expert_fp4_qat: bool,
+    /// `"none"` (default) or `"all-but-indexer"` (indexer warm-up).
+    pub freeze: Freeze,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +89,8 @@ impl Default for TrainConfig {
             nan_policy: NanPolicy::Skip,
             attention: Attention::Sparse,
             fake_quant: false,
+            expert_fp4_qat: false,
+            freeze: Freeze::None,
         }
     }
 }

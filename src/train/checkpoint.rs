@@ -1,6 +1,6 @@
 //! Training checkpoints: `step-000123/` holds the model in the release layout (f32, so resume is
-//! exact), the optimizer state (`optimizer.safetensors`) and `trainer_state.json` (step, recipe
-//! copy). Written into a temporary directory and renamed, so a killed save never leaves a
+//! exact), the optimizer state (`optimizer.safetensors`), `trainer_state.json` (step, recipe
+//! copy) and, for text / chat data, the data loader's cursor (`data_cursor.json`). Written into a temporary directory and renamed, so a killed save never leaves a
 //! directory that looks complete; only the newest `keep_last` are kept.
 
 use anyhow::{Context, Result};
@@ -23,6 +23,8 @@ pub struct TrainerState {
 
 const STATE: &str = "trainer_state.json";
 const OPTIMIZER: &str = "optimizer.safetensors";
+/// The data loader's cursor in a checkpoint (text / chat sources only).
+pub const DATA_CURSOR: &str = "data_cursor.json";
 
 /// `dir/step-000123`.
 pub fn step_dir(dir: &Path, step: u64) -> PathBuf {
@@ -45,13 +47,15 @@ pub fn model_tensors<B: AutodiffBackend>(model: &V4Model<B>) -> Vec<(String, Val
     out
 }
 
-/// Saves a complete checkpoint for `step` and prunes old ones.
+/// Saves a complete checkpoint for `step` (with the data cursor JSON `data_cursor`, when the
+/// data has one) and prunes old ones.
 pub fn save<B: AutodiffBackend>(
     dir: &Path,
     step: u64,
     model: &V4Model<B>,
     optimizer: &V4Optimizer<B::InnerBackend>,
     recipe: &str,
+    data_cursor: Option<&str>,
     keep_last: usize,
 ) -> Result<PathBuf> {
     let final_dir = step_dir(dir, step);
@@ -71,6 +75,11 @@ pub fn save<B: AutodiffBackend>(
         step,
         recipe: recipe.to_string(),
     };
+    if let Some(cursor) = data_cursor {
+        let p = tmp.join(DATA_CURSOR);
+        std::fs::write(&p, cursor).with_context(|| format!("writing {}", p.display()))?;
+    }
+    // The state file marks a complete checkpoint (see `list`), so it is written last.
     std::fs::write(tmp.join(STATE), serde_json::to_vec_pretty(&state)?)
         .with_context(|| format!("writing {}", tmp.join(STATE).display()))?;
     if final_dir.exists() {
@@ -122,4 +131,9 @@ pub fn read_state(ckpt: &Path) -> Result<TrainerState> {
 /// The optimizer state file of a checkpoint.
 pub fn optimizer_file(ckpt: &Path) -> PathBuf {
     ckpt.join(OPTIMIZER)
+}
+
+/// The data cursor file of a checkpoint (present for text / chat data only).
+pub fn data_cursor_file(ckpt: &Path) -> PathBuf {
+    ckpt.join(DATA_CURSOR)
 }

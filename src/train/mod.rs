@@ -1,11 +1,16 @@
-//! The trainer: the step loop, its loss, synthetic data, checkpoints and the name-routed
-//! optimizer update.
+//! The trainer: the step loop, its loss, the data it reads (synthetic, token files, text / chat
+//! through `v4-data`), checkpoints and the name-routed optimizer update.
 
+pub mod batches;
 pub mod checkpoint;
 pub mod loss;
+pub mod objectives;
 pub mod optimizer_step;
 pub mod synthetic;
+pub mod text_data;
+pub mod token_file;
 pub mod trainer;
 
+pub use batches::{BatchSource, MicroBatch};
 pub use optimizer_step::apply_optimizer;
 pub use trainer::{run, RunSummary};

@@ -2,6 +2,7 @@
 //! (`t_{i+1} = perm[t_i]`, a fixed random permutation of the vocabulary) from a random start.
 //! A model can learn the chain, so the loss visibly falls; batches are a pure function of
 //! (seed, step, micro-batch), so a resumed run sees exactly the batches an uninterrupted one would.
+//! The trainer asks for windows of `seq_len + 1` tokens (inputs and shifted labels).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -22,7 +23,8 @@ impl SyntheticTokens {
         Self { perm, seed }
     }
 
-    /// Token ids `[rows, len]` (row-major) of micro-batch `micro` of optimizer step `step`.
+    /// Token ids `[rows, len]` (row-major) of micro-batch `micro` of optimizer step `step`
+    /// (`len = seq_len + 1` for a training window).
     pub fn batch(&self, step: u64, micro: usize, rows: usize, len: usize) -> Vec<i64> {
         let mix = self.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (micro as u64) << 48;
         let mut rng = StdRng::seed_from_u64(mix);

@@ -1,23 +1,25 @@
 //! The training loop (`v4train recipe.toml`): gradient accumulation, next-token + MTP loss,
 //! global-norm clipping, NaN policy, the single LR schedule driving Muon + AdamW, metrics
 //! (stderr progress, `metrics.jsonl`, TensorBoard), periodic checkpoints and exact resume.
+//! Data comes from [`BatchSource`]; a `[model] dir` run that is not resuming fine-tunes the
+//! checkpoint's weights.
 
+use super::batches::{fingerprint_metric, BatchSource, FNV_START};
 use super::checkpoint;
 use super::loss::cross_entropy;
 use super::optimizer_step::apply_optimizer;
-use super::synthetic::SyntheticTokens;
 use crate::metrics::{MetricsJsonl, StepMetrics, TensorBoardWriter};
-use crate::recipe::{Attention, DataRecipe, Dtype, NanPolicy, Recipe, Resume};
+use crate::recipe::{Attention, Dtype, ModelSource, NanPolicy, Recipe, Resume};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
-use v4_model::{AttentionMode, ForwardOptions, V4Model, WeightSource};
+use v4_model::{AttentionMode, ForwardOptions, ModelConfig, V4Model, WeightSource};
 use v4_optim::{GradNorm, LrSchedule, V4Optimizer};
 
 /// What a finished run reports.
@@ -36,6 +38,7 @@ fn forward_options(recipe: &Recipe) -> ForwardOptions {
             Attention::Sparse => AttentionMode::Sparse,
             Attention::Dense => AttentionMode::Dense,
         },
+        ..Default::default()
     }
 }
 
@@ -86,6 +89,17 @@ fn scale<B: burn::tensor::backend::Backend, const D: usize>(
     }
 }
 
+/// The weights of the checkpoint directory `dir` (a release-layout model or a `step-N/`).
+fn load_model<B: AutodiffBackend>(
+    cfg: &ModelConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<V4Model<B>> {
+    let source = ModelDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    V4Model::<B>::load(cfg, &source as &dyn WeightSource, device)
+        .with_context(|| format!("loading {}", dir.display()))
+}
+
 /// Runs `recipe` (read from `recipe_text`) on `device`.
 pub fn run<B: AutodiffBackend>(
     recipe: &Recipe,
@@ -103,28 +117,29 @@ pub fn run<B: AutodiffBackend>(
         // be installed in one process (tests call `run` once per process), so failure is ignored.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let synthetic = match &recipe.data {
-        DataRecipe::Synthetic(s) => SyntheticTokens::new(s.seed, s.vocab.unwrap_or(cfg.vocab_size)),
-        _ => bail!("[data]: this trainer reads `kind = \"synthetic\"` only so far; token files and text/chat sources come with the data integration"),
-    };
     let ckpt_dir = &recipe.checkpoint.dir;
     let resume_from = match &recipe.checkpoint.resume {
         Resume::Never => None,
         Resume::Auto => checkpoint::list(ckpt_dir)?.pop().map(|(_, p)| p),
         Resume::Path(p) => Some(p.clone()),
     };
+    // Data first: a tokenizer that does not fit the model fails before any weight is loaded.
+    let mut data = BatchSource::open(recipe, &cfg, resume_from.as_deref())?;
     let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
-    let (mut model, start_step) = match &resume_from {
-        Some(path) => {
+    let (mut model, start_step) = match (&resume_from, &recipe.model.source) {
+        (Some(path), _) => {
             let state = checkpoint::read_state(path)?;
-            let dir = ModelDir::open(path)?;
-            let model = V4Model::<B>::load(&cfg, &dir as &dyn WeightSource, device)
-                .with_context(|| format!("loading {}", path.display()))?;
+            let model = load_model::<B>(&cfg, path, device)?;
             optimizer.load_state(&checkpoint::optimizer_file(path), device)?;
             eprintln!("resuming from {} (step {})", path.display(), state.step);
             (model, state.step)
         }
-        None => (V4Model::<B>::init(&cfg, recipe.train.seed, device)?, 0),
+        (None, ModelSource::Dir(dir)) => {
+            let model = load_model::<B>(&cfg, dir, device)?;
+            eprintln!("fine-tuning the weights of {}", dir.display());
+            (model, 0)
+        }
+        (None, ModelSource::Preset(_)) => (V4Model::<B>::init(&cfg, recipe.train.seed, device)?, 0),
     };
     let schedule = LrSchedule::new(recipe.schedule.clone())?;
     let resumed = resume_from.as_ref().map(|_| start_step);
@@ -157,21 +172,22 @@ pub fn run<B: AutodiffBackend>(
         let lr = schedule.lr(step);
         let mut grads = GradientsParams::new();
         let (mut main_sum, mut mtp_sum) = (0.0, 0.0);
+        let mut fingerprint = FNV_START;
         for micro in 0..t.grad_accum {
-            let ids = synthetic.batch(step, micro, rows, s);
-            let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, [rows, s]), device);
-            let out = model.forward(ids.clone(), opts, false, mtp_w > 0.0);
-            let targets = ids.clone().slice([0..rows, 1..s]);
-            let (main, _) = cross_entropy(
-                out.logits.slice_dim(1, 0..s - 1),
-                targets,
-                recipe.loss.ignore_index,
-            );
+            let batch = data.next(step, micro, rows, s, t.grad_accum)?;
+            fingerprint = batch.fingerprint(fingerprint);
+            let (ids, labels) = batch.tensors::<B>(device);
+            let out = model.forward(ids, opts, false, mtp_w > 0.0);
+            // Main loss: every input position predicts its label.
+            let (main, _) = cross_entropy(out.logits, labels.clone(), recipe.loss.ignore_index);
             let mut loss = main.clone();
-            if let Some(lg) = out.mtp_logits.first().filter(|_| s > 2) {
+            // MTP: `mtp_logits[0]` is [b, s - 1, V]; position t predicts the token after label
+            // t, i.e. labels[:, 1..s].
+            if let Some(lg) = out.mtp_logits.first().filter(|_| s > 1) {
+                let n = lg.dims()[1];
                 let (m, _) = cross_entropy(
-                    lg.clone().slice_dim(1, 0..s - 2),
-                    ids.slice([0..rows, 2..s]),
+                    lg.clone(),
+                    labels.slice_dim(1, s - n..s),
                     recipe.loss.ignore_index,
                 );
                 mtp_sum += v4_model::util::to_vec(m.clone().inner())[0] as f64;
@@ -209,11 +225,16 @@ pub fn run<B: AutodiffBackend>(
         if done % recipe.log.every.max(1) == 0 || done == t.steps {
             let elapsed = run_start.elapsed().as_secs_f64();
             let eta = elapsed / (done - start_step) as f64 * (t.steps - done) as f64;
+            let bad_rows = data.bad_rows();
             bar.suspend(|| eprintln!(
-                "step {done}/{} loss {main_loss:.4}{} lr {lr:.3e} grad-norm {grad_norm:.3} {tokens_per_s:.0} tok/s eta {eta:.0}s",
+                "step {done}/{} loss {main_loss:.4}{} lr {lr:.3e} grad-norm {grad_norm:.3} {tokens_per_s:.0} tok/s eta {eta:.0}s{}",
                 t.steps,
                 if mtp_w > 0.0 { format!(" mtp {mtp_loss:.4}") } else { String::new() },
+                bad_rows.as_ref().map(|(_, s)| format!(" [data: {s}]")).unwrap_or_default(),
             ));
+            // `batch_hash`: 53 bits of a hash of the step's ids and labels (resume checks).
+            let mut extra = vec![("batch_hash".to_string(), fingerprint_metric(fingerprint))];
+            extra.extend(bad_rows.map(|(n, _)| ("bad_rows".to_string(), n as f64)));
             let m = StepMetrics {
                 step: done,
                 loss: main_loss,
@@ -221,7 +242,7 @@ pub fn run<B: AutodiffBackend>(
                 grad_norm,
                 tokens_per_s,
                 mtp_loss: (mtp_w > 0.0).then_some(mtp_loss),
-                extra: Vec::new(),
+                extra,
             };
             if let Some(j) = jsonl.as_mut() {
                 j.log(&m)?;
@@ -249,6 +270,7 @@ pub fn run<B: AutodiffBackend>(
                 &model,
                 &optimizer,
                 recipe_text,
+                data.checkpoint_state()?.as_deref(),
                 recipe.checkpoint.keep_last,
             )?;
             bar.suspend(|| eprintln!("saved {}", p.display()));

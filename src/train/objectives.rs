@@ -1,0 +1,138 @@
+//! The V4 training objectives beyond next-token CE (issue #6; spec `v4-training.md` §4.2–§5):
+//! the lightning indexer's KL loss (V3.2 DSA, dense warm-up with everything but the indexer
+//! frozen, then sparse), the sequence-wise balance loss α·Σᵢ fᵢ·Pᵢ, the auxiliary-loss-free
+//! bias update driven by the expert load of each step, and the MTP weight schedule
+//! (0.3, then 0.1 from the start of LR decay). The model computes the per-layer terms
+//! ([`LayerAux`]); this module weighs them, accumulates loads over micro-batches, and freezes.
+
+use crate::recipe::{Attention, Freeze, Recipe};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use v4_model::{load_ratios, AttentionMode, ForwardOptions, LayerAux, V4Model};
+
+/// Forward switches of a training step under `recipe`.
+pub fn forward_options(recipe: &Recipe) -> ForwardOptions {
+    ForwardOptions {
+        fake_quant: recipe.train.fake_quant,
+        attention: match recipe.train.attention {
+            Attention::Sparse => AttentionMode::Sparse,
+            Attention::Dense => AttentionMode::Dense,
+        },
+        indexer_loss: recipe.loss.indexer_weight > 0.0,
+        balance_loss: recipe.loss.balance_alpha > 0.0,
+        expert_fp4: recipe.train.expert_fp4_qat,
+    }
+}
+
+/// The auxiliary part of one micro-batch's loss.
+pub struct AuxLoss<B: AutodiffBackend> {
+    /// `indexer_weight · Σ KL + balance_alpha · Σ balance`, when any term is present.
+    pub loss: Option<Tensor<B, 1>>,
+    /// Σ over CSA layers of the indexer KL (unweighted).
+    pub indexer_kl: Option<f64>,
+    /// Σ over score-routed layers of Σᵢ fᵢ·Pᵢ (without α).
+    pub balance: Option<f64>,
+}
+
+/// Weighs the per-layer terms of one forward pass.
+pub fn aux_loss<B: AutodiffBackend>(
+    aux: &[LayerAux<B>],
+    indexer_weight: f64,
+    balance_alpha: f64,
+) -> AuxLoss<B> {
+    let sum = |terms: Vec<Tensor<B, 1>>| -> Option<Tensor<B, 1>> {
+        terms.into_iter().reduce(|a, b| a + b)
+    };
+    let kl = sum(aux.iter().filter_map(|a| a.indexer_loss.clone()).collect());
+    let bal = sum(aux.iter().filter_map(|a| a.balance_loss.clone()).collect());
+    let value = |t: &Option<Tensor<B, 1>>| {
+        t.as_ref()
+            .map(|t| v4_model::util::to_vec(t.clone().inner())[0] as f64)
+    };
+    let (indexer_kl, balance) = (value(&kl), value(&bal));
+    let weighted = [
+        kl.map(|t| t.mul_scalar(indexer_weight)),
+        bal.map(|t| t.mul_scalar(balance_alpha)),
+    ];
+    AuxLoss {
+        loss: weighted.into_iter().flatten().reduce(|a, b| a + b),
+        indexer_kl,
+        balance,
+    }
+}
+
+/// Expert load of one optimizer step, summed over its micro-batches, per block (main blocks,
+/// then MTP blocks, as in [`v4_model::ModelOutput::aux`]).
+#[derive(Debug, Clone, Default)]
+pub struct StepLoads {
+    /// Per block, (token, slot) pairs per routed expert.
+    pub loads: Vec<Vec<u64>>,
+    /// Per block, whether it is score-routed (has a selection bias).
+    pub biased: Vec<bool>,
+}
+
+impl StepLoads {
+    /// Adds one forward pass's loads.
+    pub fn add<B: AutodiffBackend>(&mut self, aux: &[LayerAux<B>]) {
+        if self.loads.len() < aux.len() {
+            self.loads.resize(aux.len(), Vec::new());
+            self.biased.resize(aux.len(), false);
+        }
+        for (i, a) in aux.iter().enumerate() {
+            let acc = &mut self.loads[i];
+            if acc.len() < a.expert_load.len() {
+                acc.resize(a.expert_load.len(), 0);
+            }
+            for (x, y) in acc.iter_mut().zip(&a.expert_load) {
+                *x += y;
+            }
+            self.biased[i] = a.biased;
+        }
+    }
+
+    /// Per block, (max/mean, min/mean) of its load.
+    pub fn ratios(&self) -> Vec<(f64, f64)> {
+        self.loads.iter().map(|l| load_ratios(l)).collect()
+    }
+
+    /// Worst max/mean over score-routed blocks (1.0 = balanced; `None` without such blocks).
+    pub fn worst_biased_ratio(&self) -> Option<f64> {
+        self.ratios()
+            .iter()
+            .zip(&self.biased)
+            .filter(|(_, b)| **b)
+            .map(|(r, _)| r.0)
+            .reduce(f64::max)
+    }
+}
+
+/// Drops the gradients of frozen parameters (`freeze = "all-but-indexer"` keeps only
+/// `*.attn.indexer.*`). Returns how many parameter tensors stay trainable.
+pub fn freeze_grads<B: AutodiffBackend>(
+    model: &V4Model<B>,
+    grads: &mut GradientsParams,
+    freeze: Freeze,
+) -> usize {
+    type I<B> = <B as AutodiffBackend>::InnerBackend;
+    let mut kept = 0;
+    model.visit_named(&mut |name, p| {
+        let Some((id, rank)) = p.float_id() else {
+            return;
+        };
+        let trainable = match freeze {
+            Freeze::None => true,
+            Freeze::AllButIndexer => name.contains(".attn.indexer."),
+        };
+        if trainable {
+            kept += 1;
+            return;
+        }
+        match rank {
+            1 => drop(grads.remove::<I<B>, 1>(id)),
+            2 => drop(grads.remove::<I<B>, 2>(id)),
+            _ => drop(grads.remove::<I<B>, 3>(id)),
+        }
+    });
+    kept
+}
