@@ -1,6 +1,8 @@
 //! The recipe `[data]` section: sources (file / directory / glob, field, kind,
-//! weight, domain field), window and batch sizes, pretraining vs SFT (padded
-//! or packed), mixing seed, bad-row policy, prefetch depth and chat options.
+//! weight, domain field, optional per-source mode and shuffle block), window
+//! and batch sizes, pretraining vs SFT (padded or packed), the seed of mixing
+//! and shuffling, the shuffle block, bad-row policy, prefetch depth and chat
+//! options.
 
 use crate::bad_rows::BadRowPolicy;
 use crate::chat_message::ChatOptions;
@@ -11,16 +13,30 @@ use crate::row::{FieldKind, RowSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Pretraining or supervised fine-tuning.
+/// Pretraining or supervised fine-tuning, for the whole run (`[data] mode`)
+/// or one source (`[[data.sources]] mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataMode {
-    /// Documents concatenated (EOS-separated) and cut into windows.
+    /// Rows concatenated (each ending in EOS) and cut into windows of
+    /// `seq_len + 1` tokens that overlap by one, so rows may span windows;
+    /// text and `input_ids` rows train every token, conversations keep their
+    /// assistant-only mask.
     #[default]
     Pretrain,
-    /// One conversation per window (or packed with `sft_packing`).
+    /// Each row kept whole: one per window, or several with `sft_packing`; a
+    /// row longer than a window is a bad row (`too_long`), one with nothing to
+    /// train is `untrained`. Conversations train their assistant tokens, text
+    /// and `input_ids` rows every token but the first (which would otherwise
+    /// be predicted from the previous sample's EOS).
     Sft,
 }
+
+/// Default `[data] shuffle_block`.
+pub const DEFAULT_SHUFFLE_BLOCK: usize = 1024;
+
+/// Largest `shuffle_block` (a source holds one block of parsed rows in memory).
+pub const MAX_SHUFFLE_BLOCK: usize = 1 << 20;
 
 /// `[data]` of a recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,15 +48,21 @@ pub struct DataConfig {
     pub seq_len: usize,
     /// Sequences per batch.
     pub batch_size: usize,
-    /// `pretrain` (default) or `sft`.
+    /// `pretrain` (default) or `sft`; sources may override it.
     #[serde(default)]
     pub mode: DataMode,
     /// SFT: pack several conversations per window instead of padding each.
     #[serde(default)]
     pub sft_packing: bool,
-    /// Seed of the source mixing.
+    /// Seed of the source mixing and of the shuffling within sources.
     #[serde(default)]
     pub seed: u64,
+    /// Rows per shuffle block (default 1024): each source reads this many rows
+    /// and returns them in a seeded random order, and visits its files and
+    /// parquet row groups in a seeded order each epoch. `0` or `1` disables
+    /// shuffling (rows in file order). Sources may override it.
+    #[serde(default = "default_shuffle_block")]
+    pub shuffle_block: usize,
     /// Start over when a source runs out (default true); false ends the data.
     #[serde(default = "default_true")]
     pub repeat: bool,
@@ -85,6 +107,14 @@ pub struct SourceConfig {
     /// Chat options for this source; replaces `[data.chat]` when set.
     #[serde(default)]
     pub chat: Option<ChatOptions>,
+    /// Overrides `[data] mode` for this source (e.g. a `pretrain` text corpus
+    /// in an SFT run: its rows are packed into their own EOS-separated windows
+    /// with every token trained, while the conversations stay whole).
+    #[serde(default)]
+    pub mode: Option<DataMode>,
+    /// Overrides `[data] shuffle_block` for this source.
+    #[serde(default)]
+    pub shuffle_block: Option<usize>,
 }
 
 fn default_true() -> bool {
@@ -92,6 +122,9 @@ fn default_true() -> bool {
 }
 fn default_prefetch() -> usize {
     4
+}
+fn default_shuffle_block() -> usize {
+    DEFAULT_SHUFFLE_BLOCK
 }
 fn default_field() -> String {
     "text".into()
@@ -129,13 +162,31 @@ impl DataConfig {
             .collect()
     }
 
-    /// How samples are packed.
-    pub fn pack_mode(&self) -> PackMode {
-        match (self.mode, self.sft_packing) {
-            (DataMode::Pretrain, _) => PackMode::Pretrain,
-            (DataMode::Sft, false) => PackMode::SftPad,
-            (DataMode::Sft, true) => PackMode::SftPack,
-        }
+    /// The mode of source `i` (its own, else `[data] mode`).
+    pub fn source_mode(&self, i: usize) -> DataMode {
+        self.sources
+            .get(i)
+            .and_then(|s| s.mode)
+            .unwrap_or(self.mode)
+    }
+
+    /// How the samples of each source are packed.
+    pub fn pack_modes(&self) -> Vec<PackMode> {
+        (0..self.sources.len())
+            .map(|i| match (self.source_mode(i), self.sft_packing) {
+                (DataMode::Pretrain, _) => PackMode::Pretrain,
+                (DataMode::Sft, false) => PackMode::SftPad,
+                (DataMode::Sft, true) => PackMode::SftPack,
+            })
+            .collect()
+    }
+
+    /// The shuffle block of source `i` (its own, else `[data] shuffle_block`).
+    pub fn shuffle_block(&self, i: usize) -> usize {
+        self.sources
+            .get(i)
+            .and_then(|s| s.shuffle_block)
+            .unwrap_or(self.shuffle_block)
     }
 
     /// Checks values serde cannot; errors name the key.
@@ -156,6 +207,13 @@ impl DataConfig {
         if self.batch_size == 0 {
             return Err(err("data.batch_size".into(), "must be positive"));
         }
+        let block_message = format!(
+            "must be at most {MAX_SHUFFLE_BLOCK} rows (a source holds one block in memory); \
+             0 or 1 disables shuffling"
+        );
+        if self.shuffle_block > MAX_SHUFFLE_BLOCK {
+            return Err(err("data.shuffle_block".into(), &block_message));
+        }
         for (i, s) in self.sources.iter().enumerate() {
             if !(s.weight.is_finite() && s.weight > 0.0) {
                 return Err(err(
@@ -165,6 +223,12 @@ impl DataConfig {
             }
             if s.field.is_empty() {
                 return Err(err(format!("data.sources[{i}].field"), "must not be empty"));
+            }
+            if s.shuffle_block.is_some_and(|b| b > MAX_SHUFFLE_BLOCK) {
+                return Err(err(
+                    format!("data.sources[{i}].shuffle_block"),
+                    &block_message,
+                ));
             }
         }
         Ok(())

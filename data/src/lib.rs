@@ -8,9 +8,10 @@
 //! [data]
 //! seq_len = 4096
 //! batch_size = 8
-//! mode = "sft"            # or "pretrain" (default)
+//! mode = "sft"            # or "pretrain" (default); sources may override it
 //! sft_packing = true      # pack conversations instead of padding each
-//! seed = 0
+//! seed = 0                # source mixing and shuffling within sources
+//! shuffle_block = 1024    # rows shuffled together per source (0 or 1: file order)
 //! bad_rows = "skip"       # or "error"
 //! [data.chat]
 //! thinking_mode = "thinking"
@@ -19,7 +20,25 @@
 //! field = "messages"             # kind inferred: messages / input_ids / text
 //! weight = 3.0
 //! domain_field = "domain"
+//! [[data.sources]]
+//! path = "data/web/*.jsonl"
+//! mode = "pretrain"              # packed into EOS-separated windows, every token trained
+//! shuffle_block = 4096           # overrides [data] shuffle_block
 //! ```
+//!
+//! **Shuffling** ([`source`]): per epoch each source visits its files, and each
+//! parquet file its row groups, in a seeded order, and returns its rows in
+//! seeded permutations of consecutive blocks of `shuffle_block` rows. A source
+//! holds one block in memory, never the dataset; the cursor stores where the
+//! current block began and how many of its rows were returned, so a resumed
+//! run re-reads that block and continues exactly.
+//!
+//! **Modes** ([`packing`]): rows of `pretrain` sources are concatenated
+//! (EOS-separated) and cut into windows, every token trained; rows of `sft`
+//! sources are kept whole (one per window, or packed with `sft_packing`),
+//! conversations trained on assistant tokens and text / `input_ids` rows on
+//! all tokens but the first (which would otherwise be predicted from the
+//! previous sample's EOS). Windows never mix the two kinds.
 //!
 //! The trainer opens a [`Prefetcher`] with [`open_loader`], calls
 //! [`Prefetcher::next_batch`] and saves [`Prefetcher::cursor`] with each

@@ -12,6 +12,7 @@ use crate::packing::{PackMode, Packer};
 use crate::rng::SplitMix64;
 use crate::sample::{Sample, SampleBuilder};
 use crate::shard::Shard;
+use crate::source::Shuffle;
 use crate::source::Source;
 use crate::tokenizer::V4Tokenizer;
 use std::sync::Arc;
@@ -42,19 +43,25 @@ impl DataLoader {
         cursor: Option<&DataCursor>,
     ) -> Result<Self, DataError> {
         config.validate()?;
-        let fresh_packer = Packer::new(config.pack_mode(), config.seq_len, tokenizer.eos_id());
+        let fresh_packer = Packer::new(config.seq_len, tokenizer.eos_id());
         if let Some(c) = cursor {
             check_cursor(config, c, &fresh_packer)?;
         }
         let mut sources = Vec::with_capacity(config.sources.len());
         for (i, s) in config.sources.iter().enumerate() {
-            let position = cursor.map(|c| c.sources[i].clone()).unwrap_or_default();
+            let position = cursor.map(|c| c.sources[i].clone());
             let key = format!("data.sources[{i}]");
+            let shuffle = Shuffle {
+                block: config.shuffle_block(i),
+                seed: config.seed,
+                source: i,
+            };
             sources.push(Source::open(
                 &s.path,
                 s.format,
                 s.row_spec(),
                 config.repeat,
+                shuffle,
                 position,
                 &key,
             )?);
@@ -64,7 +71,7 @@ impl DataLoader {
         Ok(DataLoader {
             config: config.clone(),
             mixture: Mixture::new(sources, weights, rng),
-            builder: SampleBuilder::new(tokenizer, config.chat_options()),
+            builder: SampleBuilder::new(tokenizer, config.chat_options(), config.pack_modes()),
             packer: cursor.map_or(fresh_packer, |c| c.packer.clone()),
             batches: cursor.map_or(0, |c| c.batches),
             finished: cursor.is_some_and(|c| c.finished),
@@ -158,7 +165,7 @@ impl DataLoader {
         self.bad_rows.handle(self.config.bad_rows, bad)
     }
 
-    /// Why `sample` cannot be packed: too long for a window, or (SFT) nothing to train.
+    /// Why `sample` cannot be packed: (SFT) too long for a window, or nothing to train.
     fn reject(&self, sample: &Sample) -> Option<BadRowKind> {
         if !self.packer.fits(sample) {
             return Some(BadRowKind::TooLong {
@@ -166,7 +173,7 @@ impl DataLoader {
                 max: self.packer.window(),
             });
         }
-        let sft = self.packer.mode() != PackMode::Pretrain;
+        let sft = sample.mode != PackMode::Pretrain;
         (sft && !sample.loss_mask.contains(&1)).then_some(BadRowKind::Untrained)
     }
 
@@ -174,6 +181,7 @@ impl DataLoader {
     pub fn cursor(&self) -> DataCursor {
         DataCursor {
             version: DataCursor::VERSION,
+            seed: self.config.seed,
             sources: self.mixture.positions(),
             rng: self.mixture.rng(),
             packer: self.packer.clone(),
@@ -197,6 +205,17 @@ impl DataLoader {
 }
 
 fn check_cursor(config: &DataConfig, cursor: &DataCursor, fresh: &Packer) -> Result<(), DataError> {
+    cursor.check_version("cursor")?;
+    if cursor.seed != config.seed {
+        return Err(DataError::Cursor {
+            key: "seed".into(),
+            message: format!(
+                "the cursor was saved with [data] seed = {}, the config has {}; resume with the \
+                 original seed (the shuffled order depends on it)",
+                cursor.seed, config.seed
+            ),
+        });
+    }
     if cursor.sources.len() != config.sources.len() {
         return Err(DataError::Cursor {
             key: "sources".into(),
@@ -207,15 +226,10 @@ fn check_cursor(config: &DataConfig, cursor: &DataCursor, fresh: &Packer) -> Res
             ),
         });
     }
-    if cursor.packer.window() != fresh.window()
-        || cursor.packer.mode() != fresh.mode()
-        || !cursor.packer.is_consistent()
-    {
+    if cursor.packer.window() != fresh.window() || !cursor.packer.is_consistent() {
         return Err(DataError::Cursor {
             key: "packer".into(),
-            message:
-                "seq_len or packing mode differs from the config, or buffered windows are malformed"
-                    .into(),
+            message: "seq_len differs from the config, or buffered windows are malformed".into(),
         });
     }
     Ok(())

@@ -1,9 +1,17 @@
 //! Packs samples into training windows of `seq_len + 1` tokens (inputs are the
-//! first `seq_len`, labels the last `seq_len`):
-//! - `pretrain`: samples (each ending in EOS) are concatenated and cut into
-//!   windows that overlap by one token, so no label is skipped;
+//! first `seq_len`, labels the last `seq_len`). Each sample says how (its
+//! source's [`PackMode`], from the global or per-source `mode`):
+//! - `pretrain`: samples (each ending in EOS) are concatenated into one stream
+//!   and cut into windows that overlap by one token, so no label is skipped;
+//!   every label is trained as the sample's mask says (all of a text row,
+//!   including the first token of a document predicted from the previous
+//!   document's EOS);
 //! - `sft_pad`: one sample per window, padded (loss mask 0);
 //! - `sft_pack`: consecutive samples share a window while they fit.
+//!
+//! Samples of both kinds can meet in one run (per-source `mode`): pretrain
+//! samples go to their own stream and never share a window with SFT samples;
+//! windows are released in the order they fill up, so a batch can hold both.
 //!
 //! The packer's buffered tokens are serializable and part of the data cursor.
 
@@ -97,25 +105,33 @@ impl PackedRow {
             .collect();
         head
     }
+
+    fn is_consistent(&self, max: usize) -> bool {
+        self.tokens.len() == self.loss_mask.len() && self.tokens.len() <= max
+    }
 }
 
 /// Stateful packer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Packer {
-    mode: PackMode,
     seq_len: usize,
     pad_id: u32,
+    /// Pretrain samples not yet cut into windows (fewer than `seq_len + 1` tokens).
+    stream: PackedRow,
+    /// The `sft_pack` window being filled.
     open: PackedRow,
+    /// Complete windows, oldest first.
     ready: VecDeque<PackedRow>,
 }
 
 impl Packer {
     /// A packer for windows of `seq_len + 1` tokens, padding with `pad_id`.
-    pub fn new(mode: PackMode, seq_len: usize, pad_id: u32) -> Self {
+    pub fn new(seq_len: usize, pad_id: u32) -> Self {
         Packer {
-            mode,
             seq_len,
             pad_id,
+            stream: PackedRow::default(),
             open: PackedRow::default(),
             ready: VecDeque::new(),
         }
@@ -126,24 +142,19 @@ impl Packer {
         self.seq_len + 1
     }
 
-    /// The mode.
-    pub fn mode(&self) -> PackMode {
-        self.mode
-    }
-
     /// Whether `sample` fits in one window (always true for pretraining).
     pub fn fits(&self, sample: &Sample) -> bool {
-        self.mode == PackMode::Pretrain || sample.ids.len() <= self.window()
+        sample.mode == PackMode::Pretrain || sample.ids.len() <= self.window()
     }
 
     /// Adds a sample (callers reject samples that do not [`fit`](Self::fits)).
     pub fn push(&mut self, sample: &Sample) {
         let window = self.window();
-        match self.mode {
+        match sample.mode {
             PackMode::Pretrain => {
-                self.open.append(sample);
-                while self.open.tokens.len() >= window {
-                    let row = self.open.split_front(window, self.seq_len);
+                self.stream.append(sample);
+                while self.stream.tokens.len() >= window {
+                    let row = self.stream.split_front(window, self.seq_len);
                     self.ready.push_back(row);
                 }
             }
@@ -164,25 +175,27 @@ impl Packer {
         }
     }
 
-    /// Pads and releases the partially filled window at the end of the data.
+    /// Pads and releases the partially filled windows at the end of the data
+    /// (the SFT window first, then the pretrain stream's tail when it holds a
+    /// label, i.e. at least two tokens).
     pub fn finish(&mut self) {
-        let min = if self.mode == PackMode::Pretrain {
-            2
-        } else {
-            1
-        };
-        if self.open.tokens.len() >= min {
-            let row = std::mem::take(&mut self.open);
-            self.ready.push_back(row.padded(self.window(), self.pad_id));
+        let window = self.window();
+        let open = std::mem::take(&mut self.open);
+        if !open.tokens.is_empty() {
+            self.ready.push_back(open.padded(window, self.pad_id));
         }
-        self.open = PackedRow::default();
+        let stream = std::mem::take(&mut self.stream);
+        if stream.tokens.len() >= 2 {
+            self.ready.push_back(stream.padded(window, self.pad_id));
+        }
     }
 
     /// Whether buffered windows have window length and matching masks
     /// (guards cursors read from disk).
     pub fn is_consistent(&self) -> bool {
         let window = self.window();
-        self.open.tokens.len() == self.open.loss_mask.len()
+        self.stream.is_consistent(window - 1)
+            && self.open.is_consistent(window)
             && self
                 .ready
                 .iter()
@@ -199,21 +212,23 @@ impl Packer {
 mod tests {
     use super::*;
 
-    fn sample(ids: &[u32], source: usize) -> Sample {
+    fn sample(ids: &[u32], source: usize, mode: PackMode) -> Sample {
         Sample {
             ids: ids.to_vec(),
             loss_mask: vec![1; ids.len()],
             source,
             domain: None,
+            mode,
         }
     }
 
     #[test]
     fn pretrain_windows_overlap_by_one() {
-        let mut p = Packer::new(PackMode::Pretrain, 4, 0);
-        p.push(&sample(&[1, 2, 3, 9], 0));
+        let mut p = Packer::new(4, 0);
+        let pt = PackMode::Pretrain;
+        p.push(&sample(&[1, 2, 3, 9], 0, pt));
         assert!(p.pop().is_none());
-        p.push(&sample(&[4, 5, 6, 7, 9], 1));
+        p.push(&sample(&[4, 5, 6, 7, 9], 1, pt));
         let a = p.pop().unwrap();
         assert_eq!(a.tokens, vec![1, 2, 3, 9, 4]);
         assert_eq!(a.segments.len(), 2);
@@ -229,20 +244,44 @@ mod tests {
 
     #[test]
     fn sft_pack_and_pad() {
-        let mut p = Packer::new(PackMode::SftPack, 4, 0);
-        p.push(&sample(&[1, 2, 3], 0));
-        p.push(&sample(&[4, 5, 6], 0));
+        let mut p = Packer::new(4, 0);
+        let pack = PackMode::SftPack;
+        p.push(&sample(&[1, 2, 3], 0, pack));
+        p.push(&sample(&[4, 5, 6], 0, pack));
         let a = p.pop().unwrap();
         assert_eq!(a.tokens, vec![1, 2, 3, 0, 0]);
         assert_eq!(a.loss_mask, vec![1, 1, 1, 0, 0]);
-        p.push(&sample(&[7, 8], 0));
+        p.push(&sample(&[7, 8], 0, pack));
         p.finish();
         let b = p.pop().unwrap();
         assert_eq!(b.tokens, vec![4, 5, 6, 7, 8]);
         assert_eq!(b.segments.len(), 2);
-        let mut p = Packer::new(PackMode::SftPad, 4, 0);
-        p.push(&sample(&[1, 2], 0));
+        let mut p = Packer::new(4, 0);
+        p.push(&sample(&[1, 2], 0, PackMode::SftPad));
         assert_eq!(p.pop().unwrap().tokens, vec![1, 2, 0, 0, 0]);
-        assert!(!p.fits(&sample(&[1; 7], 0)));
+        assert!(!p.fits(&sample(&[1; 7], 0, PackMode::SftPad)));
+        assert!(p.fits(&sample(&[1; 7], 0, PackMode::Pretrain)));
+    }
+
+    #[test]
+    fn pretrain_and_sft_samples_never_share_a_window() {
+        let mut p = Packer::new(4, 0);
+        p.push(&sample(&[1, 2, 9], 0, PackMode::Pretrain));
+        p.push(&sample(&[5, 6, 9], 1, PackMode::SftPack));
+        p.push(&sample(&[3, 4, 9], 0, PackMode::Pretrain));
+        // The stream filled first: [1 2 9 3 4]; the SFT window is still open.
+        let a = p.pop().unwrap();
+        assert_eq!(a.tokens, vec![1, 2, 9, 3, 4]);
+        assert!(a.segments.iter().all(|s| s.source == 0));
+        assert!(p.pop().is_none());
+        p.finish();
+        let b = p.pop().unwrap();
+        assert_eq!(b.tokens, vec![5, 6, 9, 0, 0]);
+        assert_eq!(b.loss_mask, vec![1, 1, 1, 0, 0]);
+        let c = p.pop().unwrap();
+        assert_eq!(c.tokens, vec![4, 9, 0, 0, 0]);
+        assert_eq!(c.loss_mask, vec![1, 1, 0, 0, 0]);
+        assert!(p.pop().is_none());
+        assert!(p.is_consistent());
     }
 }

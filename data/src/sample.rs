@@ -1,11 +1,19 @@
-//! Turns a parsed row into a tokenized sample with its loss mask: text and
-//! `input_ids` rows are fully trained and end with EOS (added unless present); conversations go
-//! through the V4 chat encoding and train only assistant tokens.
+//! Turns a parsed row into a tokenized sample with its loss mask and packing
+//! mode: text and `input_ids` rows end with EOS (added unless present) and are
+//! fully trained; conversations go through the V4 chat encoding and train only
+//! assistant tokens.
+//!
+//! A text / `input_ids` row of an SFT-mode source does not train its first
+//! token: in a packed window that label would be predicted from the previous
+//! sample's EOS (an unrelated conversation), and at the start of a window it
+//! is never a label anyway. In pretrain mode the stream is trained throughout,
+//! document starts included (the usual pretraining objective).
 
 use crate::bad_rows::{BadRow, BadRowKind};
 use crate::chat_encoding::encode_chat;
 use crate::chat_message::ChatOptions;
 use crate::loss_mask::tokenize_chat;
+use crate::packing::PackMode;
 use crate::row::{RawRow, RowPayload};
 use crate::tokenizer::V4Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -22,6 +30,8 @@ pub struct Sample {
     pub source: usize,
     /// Domain tag of the row.
     pub domain: Option<String>,
+    /// How the packer windows it (its source's mode).
+    pub mode: PackMode,
 }
 
 /// Tokenizes rows.
@@ -29,13 +39,19 @@ pub struct Sample {
 pub struct SampleBuilder {
     tokenizer: Arc<V4Tokenizer>,
     chat: Vec<ChatOptions>,
+    modes: Vec<PackMode>,
 }
 
 impl SampleBuilder {
-    /// Uses `chat[source]` for `messages` rows of each source (default options
-    /// for sources beyond the list).
-    pub fn new(tokenizer: Arc<V4Tokenizer>, chat: Vec<ChatOptions>) -> Self {
-        SampleBuilder { tokenizer, chat }
+    /// Uses `chat[source]` for `messages` rows and `modes[source]` for the
+    /// packing of each source (default options and pretraining for sources
+    /// beyond the lists).
+    pub fn new(tokenizer: Arc<V4Tokenizer>, chat: Vec<ChatOptions>, modes: Vec<PackMode>) -> Self {
+        SampleBuilder {
+            tokenizer,
+            chat,
+            modes,
+        }
     }
 
     /// Tokenizes `row` from source `source`.
@@ -45,11 +61,17 @@ impl SampleBuilder {
             kind,
         };
         let tokenize_err = |e: crate::error::DataError| bad(BadRowKind::Tokenize(e.to_string()));
+        let mode = self
+            .modes
+            .get(source)
+            .copied()
+            .unwrap_or(PackMode::Pretrain);
+        let sft = mode != PackMode::Pretrain;
         let (ids, loss_mask) = match &row.payload {
             RowPayload::Text(text) => {
                 let mut ids = self.tokenizer.encode(text).map_err(tokenize_err)?;
                 ids.push(self.tokenizer.eos_id());
-                let mask = vec![1; ids.len()];
+                let mask = document_mask(ids.len(), sft);
                 (ids, mask)
             }
             RowPayload::InputIds(ids) => {
@@ -57,7 +79,7 @@ impl SampleBuilder {
                 if ids.last() != Some(&self.tokenizer.eos_id()) {
                     ids.push(self.tokenizer.eos_id());
                 }
-                let mask = vec![1; ids.len()];
+                let mask = document_mask(ids.len(), sft);
                 (ids, mask)
             }
             RowPayload::Messages(messages) => {
@@ -73,6 +95,18 @@ impl SampleBuilder {
             loss_mask,
             source,
             domain: row.domain,
+            mode,
         })
     }
+}
+
+/// All ones, except the first token of a sample kept whole (SFT).
+fn document_mask(len: usize, sft: bool) -> Vec<u8> {
+    let mut mask = vec![1; len];
+    if sft {
+        if let Some(first) = mask.first_mut() {
+            *first = 0;
+        }
+    }
+    mask
 }

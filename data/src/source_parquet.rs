@@ -1,18 +1,24 @@
 //! Streams rows from one parquet file, record batch by record batch, reading
-//! only the payload and domain columns. Resuming at row `n` skips whole row
-//! groups from the metadata, then the remaining rows of the first group.
-//! Text and messages columns are strings (messages as a JSON array);
-//! `input_ids` is a list of integers.
+//! only the payload and domain columns, one row group at a time in a given
+//! order (file order, or a seeded permutation when the source is shuffled).
+//! The resume position is the number of rows already read in that order:
+//! whole row groups are skipped from the metadata, then the remaining rows of
+//! the first group. Text and messages columns are strings (messages as a JSON
+//! array); `input_ids` is a list of integers.
 
 use crate::bad_rows::{BadRow, BadRowKind, RowLocation};
 use crate::chat_message::ChatMessage;
 use crate::error::DataError;
+use crate::rng::permutation;
 use crate::row::{FieldKind, RawRow, RowPayload, RowResult, RowSpec};
 use crate::source::FileRows;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,16 +29,36 @@ const BATCH_ROWS: usize = 1024;
 /// An open parquet file.
 pub struct ParquetFile {
     path: PathBuf,
-    reader: ParquetRecordBatchReader,
+    file: File,
+    metadata: ArrowReaderMetadata,
+    mask: ProjectionMask,
+    /// Row groups in reading order.
+    order: Vec<usize>,
+    /// First file row of each row group (by group index).
+    starts: Vec<u64>,
+    /// Index into `order` of the next group to open.
+    next_group: usize,
+    /// Rows to skip at the start of the next group opened (resume).
+    skip: u64,
+    reader: Option<ParquetRecordBatchReader>,
+    /// Row group being read and how many of its rows were consumed.
+    group: usize,
+    group_row: u64,
     batch: Option<RecordBatch>,
     batch_row: usize,
-    to_skip: u64,
-    row: u64,
+    /// Rows consumed in reading order.
+    consumed: u64,
 }
 
 impl ParquetFile {
-    /// Opens `path` positioned at 0-based row `row`.
-    pub fn open(path: &Path, spec: &RowSpec, row: u64) -> Result<Self, DataError> {
+    /// Opens `path` after `row` rows of its reading order: the row groups in
+    /// file order, or permuted by a generator seeded with `shuffle`.
+    pub fn open(
+        path: &Path,
+        spec: &RowSpec,
+        row: u64,
+        shuffle: Option<&[u64]>,
+    ) -> Result<Self, DataError> {
         let err = |message: String| DataError::Parquet {
             path: path.to_path_buf(),
             message,
@@ -41,9 +67,9 @@ impl ParquetFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(e.to_string()))?;
-        let schema = builder.schema().clone();
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
+            .map_err(|e| err(e.to_string()))?;
+        let schema = metadata.schema().clone();
         let mut roots = vec![schema
             .index_of(&spec.field)
             .map_err(|_| err(format!("no column `{}`", spec.field)))?];
@@ -52,45 +78,92 @@ impl ParquetFile {
                 roots.push(i);
             }
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let mut skipped = 0u64;
-        let mut groups = Vec::new();
-        for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
-            let rows = rg.num_rows().max(0) as u64;
-            if groups.is_empty() && skipped + rows <= row {
-                skipped += rows;
-            } else {
-                groups.push(i);
-            }
+        let parquet = metadata.metadata();
+        let mask = ProjectionMask::roots(parquet.file_metadata().schema_descr(), roots);
+        let lens: Vec<u64> = parquet
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows().max(0) as u64)
+            .collect();
+        let mut starts = Vec::with_capacity(lens.len());
+        let mut total = 0u64;
+        for &n in &lens {
+            starts.push(total);
+            total += n;
         }
-        let reader = builder
-            .with_projection(mask)
-            .with_row_groups(groups)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+        let order = match shuffle {
+            Some(seed) => permutation(lens.len(), seed),
+            None => (0..lens.len()).collect(),
+        };
+        let mut next_group = 0;
+        let mut skipped = 0u64;
+        while next_group < order.len() && skipped + lens[order[next_group]] <= row {
+            skipped += lens[order[next_group]];
+            next_group += 1;
+        }
+        if next_group == order.len() && skipped < row {
+            return Err(err(format!(
+                "resume position {row} is past the file's {total} rows; the file changed"
+            )));
+        }
         Ok(ParquetFile {
             path: path.to_path_buf(),
-            reader,
+            file,
+            metadata,
+            mask,
+            order,
+            starts,
+            next_group,
+            skip: row - skipped,
+            reader: None,
+            group: 0,
+            group_row: 0,
             batch: None,
             batch_row: 0,
-            to_skip: row - skipped,
-            row: skipped,
+            consumed: row,
         })
     }
 
+    /// Moves to the next record batch (opening the next row group when the
+    /// current one is done); `false` at the end of the file.
     fn next_batch(&mut self) -> Result<bool, DataError> {
-        match self.reader.next() {
-            None => Ok(false),
-            Some(Err(e)) => Err(DataError::Parquet {
-                path: self.path.clone(),
-                message: e.to_string(),
-            }),
-            Some(Ok(batch)) => {
-                self.batch = Some(batch);
-                self.batch_row = 0;
-                Ok(true)
+        let err = |message: String| DataError::Parquet {
+            path: self.path.clone(),
+            message,
+        };
+        loop {
+            if let Some(reader) = self.reader.as_mut() {
+                match reader.next() {
+                    Some(Err(e)) => return Err(err(e.to_string())),
+                    Some(Ok(batch)) => {
+                        self.batch = Some(batch);
+                        self.batch_row = 0;
+                        return Ok(true);
+                    }
+                    None => self.reader = None,
+                }
             }
+            if self.next_group >= self.order.len() {
+                return Ok(false);
+            }
+            let group = self.order[self.next_group];
+            self.next_group += 1;
+            let input = self.file.try_clone().map_err(|source| DataError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+            let mut builder =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(input, self.metadata.clone())
+                    .with_projection(self.mask.clone())
+                    .with_row_groups(vec![group])
+                    .with_batch_size(BATCH_ROWS);
+            let skip = std::mem::take(&mut self.skip);
+            if skip > 0 {
+                builder = builder.with_offset(skip as usize);
+            }
+            self.reader = Some(builder.build().map_err(|e| err(e.to_string()))?);
+            self.group = group;
+            self.group_row = skip;
         }
     }
 }
@@ -107,24 +180,21 @@ impl FileRows for ParquetFile {
             }
             let i = self.batch_row;
             self.batch_row += 1;
-            self.row += 1;
-            if self.to_skip > 0 {
-                self.to_skip -= 1;
-                continue;
-            }
+            self.group_row += 1;
+            self.consumed += 1;
             let Some(batch) = self.batch.as_ref() else {
                 return Ok(None);
             };
             let location = RowLocation {
                 file: self.path.clone(),
-                line: self.row,
+                line: self.starts[self.group] + self.group_row,
             };
             return Ok(Some(extract_row(batch, i, spec, location)));
         }
     }
 
     fn position(&self) -> (u64, u64) {
-        (self.row, self.row)
+        (self.consumed, self.consumed)
     }
 }
 

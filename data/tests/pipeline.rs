@@ -167,7 +167,7 @@ fn pretrain_packing_is_the_eos_separated_token_stream() {
     let lines = text_lines("gamma", 6);
     write_lines(&dir.path().join("g.jsonl"), &lines);
     let cfg = config(&format!(
-        "[data]\nseq_len = 8\nbatch_size = 3\nrepeat = false\n[[data.sources]]\npath = \"{}/g.jsonl\"\n",
+        "[data]\nseq_len = 8\nbatch_size = 3\nrepeat = false\nshuffle_block = 0\n[[data.sources]]\npath = \"{}/g.jsonl\"\n",
         dir.path().display()
     ));
     let tok = tokenizer();
@@ -220,7 +220,7 @@ fn sft_padding_and_packing_carry_the_loss_mask() {
     let tok = tokenizer();
     for packing in [false, true] {
         let cfg = config(&format!(
-            "[data]\nmode = \"sft\"\nsft_packing = {packing}\nseq_len = 32\nbatch_size = 2\nrepeat = false\n[[data.sources]]\npath = \"{}/c.jsonl\"\nfield = \"messages\"\n",
+            "[data]\nmode = \"sft\"\nsft_packing = {packing}\nseq_len = 32\nbatch_size = 2\nrepeat = false\nshuffle_block = 0\n[[data.sources]]\npath = \"{}/c.jsonl\"\nfield = \"messages\"\n",
             dir.path().display()
         ));
         let mut loader = DataLoader::new(&cfg, tok.clone(), None).unwrap();
@@ -341,7 +341,7 @@ fn bad_rows_are_counted_with_file_and_line() {
     );
     let text = |policy: &str| {
         format!(
-            "[data]\nmode = \"sft\"\nseq_len = 64\nbatch_size = 4\nrepeat = false\nbad_rows = \"{policy}\"\n[[data.sources]]\npath = \"{}\"\nfield = \"messages\"\n",
+            "[data]\nmode = \"sft\"\nseq_len = 64\nbatch_size = 4\nrepeat = false\nshuffle_block = 0\nbad_rows = \"{policy}\"\n[[data.sources]]\npath = \"{}\"\nfield = \"messages\"\n",
             path.display()
         )
     };

@@ -120,18 +120,21 @@ fn tokenize_and_pack_throughput() {
     f.flush().unwrap();
     drop(f);
     let bytes = std::fs::metadata(&path).unwrap().len();
-    let cfg: DataConfig = serde_json::from_value(serde_json::json!({
-        "seq_len": 4096, "batch_size": 8, "repeat": false,
-        "sources": [{ "path": path.to_string_lossy() }]
-    }))
-    .unwrap();
-    let (tokens, _, secs) = drain(&cfg);
-    println!(
-        "tokenize+pack: {docs} docs, {:.1} MB, {tokens} tokens in {secs:.2}s = {:.0} tokens/s ({:.1} MB/s)",
-        bytes as f64 / 1e6,
-        tokens as f64 / secs,
-        bytes as f64 / 1e6 / secs
-    );
+    // Shuffled in blocks of 1024 rows (the default), then in file order.
+    for shuffle_block in [1024, 0] {
+        let cfg: DataConfig = serde_json::from_value(serde_json::json!({
+            "seq_len": 4096, "batch_size": 8, "repeat": false, "shuffle_block": shuffle_block,
+            "sources": [{ "path": path.to_string_lossy() }]
+        }))
+        .unwrap();
+        let (tokens, _, secs) = drain(&cfg);
+        println!(
+            "tokenize+pack (shuffle_block {shuffle_block}): {docs} docs, {:.1} MB, {tokens} tokens in {secs:.2}s = {:.0} tokens/s ({:.1} MB/s)",
+            bytes as f64 / 1e6,
+            tokens as f64 / secs,
+            bytes as f64 / 1e6 / secs
+        );
+    }
 }
 
 #[test]
@@ -167,4 +170,33 @@ fn chat_encode_and_sft_pack_throughput() {
         bytes as f64 / 1e6,
         tokens as f64 / secs
     );
+}
+
+/// Reading + shuffling + packing alone (pre-tokenized rows, no tokenizer work):
+/// the overhead of the block shuffle against file order.
+#[test]
+#[ignore]
+fn pretokenized_read_shuffle_and_pack_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let rows = 20_000;
+    for r in 0..rows {
+        let ids: Vec<u32> = (0..500).map(|i| (r * 7 + i * 13) % 120_000).collect();
+        writeln!(f, "{}", serde_json::json!({ "input_ids": ids })).unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    for shuffle_block in [1024, 0] {
+        let cfg: DataConfig = serde_json::from_value(serde_json::json!({
+            "seq_len": 4096, "batch_size": 8, "repeat": false, "shuffle_block": shuffle_block,
+            "sources": [{ "path": path.to_string_lossy(), "field": "input_ids" }]
+        }))
+        .unwrap();
+        let (tokens, _, secs) = drain(&cfg);
+        println!(
+            "read+pack input_ids (shuffle_block {shuffle_block}): {rows} rows, {tokens} tokens in {secs:.2}s = {:.0} tokens/s",
+            tokens as f64 / secs
+        );
+    }
 }

@@ -79,7 +79,17 @@ impl MicroBatch {
 
     /// Label positions that are trained.
     pub fn trained(&self, ignore_index: i64) -> usize {
-        self.labels.iter().filter(|&&l| l != ignore_index).count()
+        self.trained_from(0, ignore_index)
+    }
+
+    /// Trained label positions in columns `col..seq_len` of each row (the MTP block at depth 1
+    /// predicts labels 1..).
+    pub fn trained_from(&self, col: usize, ignore_index: i64) -> usize {
+        self.labels
+            .chunks(self.seq_len.max(1))
+            .flat_map(|row| row.iter().skip(col))
+            .filter(|&&l| l != ignore_index)
+            .count()
     }
 }
 

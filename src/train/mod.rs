@@ -3,9 +3,12 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod grads;
 pub mod loss;
 pub mod objectives;
 pub mod optimizer_step;
+pub mod step;
+pub mod step_log;
 pub mod synthetic;
 pub mod text_data;
 pub mod token_file;

@@ -75,19 +75,10 @@ pub struct StepLoads {
 impl StepLoads {
     /// Adds one forward pass's loads.
     pub fn add<B: AutodiffBackend>(&mut self, aux: &[LayerAux<B>]) {
-        if self.loads.len() < aux.len() {
-            self.loads.resize(aux.len(), Vec::new());
-            self.biased.resize(aux.len(), false);
-        }
-        for (i, a) in aux.iter().enumerate() {
-            let acc = &mut self.loads[i];
-            if acc.len() < a.expert_load.len() {
-                acc.resize(a.expert_load.len(), 0);
-            }
-            for (x, y) in acc.iter_mut().zip(&a.expert_load) {
-                *x += y;
-            }
-            self.biased[i] = a.biased;
+        v4_model::balance::add_loads(&mut self.loads, aux);
+        self.biased.resize(self.loads.len(), false);
+        for (flag, a) in self.biased.iter_mut().zip(aux) {
+            *flag = a.biased;
         }
     }
 

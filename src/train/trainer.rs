@@ -6,12 +6,12 @@
 
 use super::batches::{fingerprint_metric, BatchSource, FNV_START};
 use super::checkpoint;
-use super::loss::cross_entropy;
-use super::optimizer_step::apply_optimizer;
-use crate::metrics::{MetricsJsonl, StepMetrics, TensorBoardWriter};
-use crate::recipe::{Attention, Dtype, ModelSource, NanPolicy, Recipe, Resume};
-use anyhow::{anyhow, bail, Context, Result};
-use burn::optim::GradientsParams;
+use super::objectives::forward_options;
+use super::step::{train_step, StepConfig};
+use super::step_log::StepLog;
+use crate::metrics::{MetricsJsonl, TensorBoardWriter};
+use crate::recipe::{Dtype, ModelSource, Recipe, Resume};
+use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
-use v4_model::{AttentionMode, ForwardOptions, ModelConfig, V4Model, WeightSource};
-use v4_optim::{GradNorm, LrSchedule, V4Optimizer};
+use v4_model::{ModelConfig, V4Model, WeightSource};
+use v4_optim::{LrSchedule, V4Optimizer};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -29,64 +29,6 @@ pub struct RunSummary {
     pub start_step: u64,
     /// Main loss of every step run by this process.
     pub losses: Vec<f64>,
-}
-
-fn forward_options(recipe: &Recipe) -> ForwardOptions {
-    ForwardOptions {
-        fake_quant: recipe.train.fake_quant,
-        attention: match recipe.train.attention {
-            Attention::Sparse => AttentionMode::Sparse,
-            Attention::Dense => AttentionMode::Dense,
-        },
-        ..Default::default()
-    }
-}
-
-/// (id, rank) of every float parameter.
-fn float_params<B: AutodiffBackend>(model: &V4Model<B>) -> Vec<(burn::module::ParamId, usize)> {
-    let mut ids = Vec::new();
-    model.visit_named(&mut |_, p| ids.extend(p.float_id()));
-    ids
-}
-
-/// Global gradient norm over every parameter with a gradient; scales the gradients in place
-/// when `max_norm` is set and exceeded.
-fn clip<B: AutodiffBackend>(
-    model: &V4Model<B>,
-    grads: &mut GradientsParams,
-    max_norm: Option<f64>,
-) -> Result<f64> {
-    type I<B> = <B as AutodiffBackend>::InnerBackend;
-    let ids = float_params(model);
-    let mut norm = GradNorm::<I<B>>::new();
-    for (id, rank) in &ids {
-        match rank {
-            1 => grads.get::<I<B>, 1>(*id).iter().for_each(|g| norm.add(g)),
-            2 => grads.get::<I<B>, 2>(*id).iter().for_each(|g| norm.add(g)),
-            _ => grads.get::<I<B>, 3>(*id).iter().for_each(|g| norm.add(g)),
-        }
-    }
-    let stats = norm.finish(max_norm.unwrap_or(f64::INFINITY))?;
-    if stats.scale < 1.0 {
-        for (id, rank) in ids {
-            match rank {
-                1 => scale::<I<B>, 1>(grads, id, stats.scale),
-                2 => scale::<I<B>, 2>(grads, id, stats.scale),
-                _ => scale::<I<B>, 3>(grads, id, stats.scale),
-            }
-        }
-    }
-    Ok(stats.norm)
-}
-
-fn scale<B: burn::tensor::backend::Backend, const D: usize>(
-    grads: &mut GradientsParams,
-    id: burn::module::ParamId,
-    s: f64,
-) {
-    if let Some(g) = grads.remove::<B, D>(id) {
-        grads.register(id, g.mul_scalar(s));
-    }
 }
 
 /// The weights of the checkpoint directory `dir` (a release-layout model or a `step-N/`).
@@ -152,14 +94,13 @@ pub fn run<B: AutodiffBackend>(
         (Some(d), None) => Some(TensorBoardWriter::create(d)?),
         (None, _) => None,
     };
-    let opts = forward_options(recipe);
+    let step_cfg = StepConfig {
+        recipe,
+        opts: forward_options(recipe),
+    };
     let t = &recipe.train;
     let (rows, s) = (t.micro_batch, t.seq_len);
-    let mtp_w = if cfg.num_nextn_predict_layers > 0 {
-        recipe.loss.mtp_weight
-    } else {
-        0.0
-    };
+    let has_mtp = cfg.num_nextn_predict_layers > 0;
     let mut losses = Vec::new();
     let run_start = Instant::now();
     let bar = ProgressBar::new(t.steps).with_position(start_step);
@@ -170,93 +111,60 @@ pub fn run<B: AutodiffBackend>(
     for step in start_step..t.steps {
         let t0 = Instant::now();
         let lr = schedule.lr(step);
-        let mut grads = GradientsParams::new();
-        let (mut main_sum, mut mtp_sum) = (0.0, 0.0);
+        let mtp_w = if has_mtp {
+            recipe.loss.mtp_weight_at(step, schedule.decay_start())
+        } else {
+            0.0
+        };
         let mut fingerprint = FNV_START;
+        let mut batches = Vec::with_capacity(t.grad_accum);
         for micro in 0..t.grad_accum {
             let batch = data.next(step, micro, rows, s, t.grad_accum)?;
             fingerprint = batch.fingerprint(fingerprint);
-            let (ids, labels) = batch.tensors::<B>(device);
-            let out = model.forward(ids, opts, false, mtp_w > 0.0);
-            // Main loss: every input position predicts its label.
-            let (main, _) = cross_entropy(out.logits, labels.clone(), recipe.loss.ignore_index);
-            let mut loss = main.clone();
-            // MTP: `mtp_logits[0]` is [b, s - 1, V]; position t predicts the token after label
-            // t, i.e. labels[:, 1..s].
-            if let Some(lg) = out.mtp_logits.first().filter(|_| s > 1) {
-                let n = lg.dims()[1];
-                let (m, _) = cross_entropy(
-                    lg.clone(),
-                    labels.slice_dim(1, s - n..s),
-                    recipe.loss.ignore_index,
-                );
-                mtp_sum += v4_model::util::to_vec(m.clone().inner())[0] as f64;
-                loss = loss + m.mul_scalar(mtp_w);
-            }
-            main_sum += v4_model::util::to_vec(main.inner())[0] as f64;
-            let g = GradientsParams::from_grads(
-                loss.div_scalar(t.grad_accum as f64).backward(),
-                &model,
-            );
-            grads = merge::<B>(&model, grads, g);
+            batches.push(batch);
         }
-        let n = t.grad_accum as f64;
-        let (main_loss, mtp_loss) = (main_sum / n, mtp_sum / n);
-        let grad_norm = clip(&model, &mut grads, recipe.optim.max_grad_norm)?;
-        if !(main_loss.is_finite() && grad_norm.is_finite()) {
-            match t.nan_policy {
-                NanPolicy::Stop => {
-                    bail!("step {step}: non-finite loss {main_loss} or gradient norm {grad_norm}")
-                }
-                NanPolicy::Skip => {
-                    eprintln!("step {step}: non-finite loss or gradient; update skipped")
-                }
-            }
-        } else {
-            model = apply_optimizer(model, grads, &mut optimizer, lr).map_err(|e| anyhow!(e))?;
-        }
-        losses.push(main_loss);
+        let (next, r) = train_step(
+            model,
+            &mut optimizer,
+            &batches,
+            &step_cfg,
+            (step, lr, mtp_w),
+            device,
+        )?;
+        model = next;
+        losses.push(r.loss);
         let done = step + 1;
         let tokens_per_s = (t.global_batch() * s) as f64 / t0.elapsed().as_secs_f64();
         bar.set_position(done);
         bar.set_message(format!(
-            "loss {main_loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+            "loss {:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s",
+            r.loss
         ));
         if done % recipe.log.every.max(1) == 0 || done == t.steps {
             let elapsed = run_start.elapsed().as_secs_f64();
             let eta = elapsed / (done - start_step) as f64 * (t.steps - done) as f64;
             let bad_rows = data.bad_rows();
-            bar.suspend(|| eprintln!(
-                "step {done}/{} loss {main_loss:.4}{} lr {lr:.3e} grad-norm {grad_norm:.3} {tokens_per_s:.0} tok/s eta {eta:.0}s{}",
-                t.steps,
-                if mtp_w > 0.0 { format!(" mtp {mtp_loss:.4}") } else { String::new() },
-                bad_rows.as_ref().map(|(_, s)| format!(" [data: {s}]")).unwrap_or_default(),
-            ));
+            let log = StepLog::new(&r, &model, lr, tokens_per_s, mtp_w);
+            bar.suspend(|| {
+                eprintln!(
+                    "step {done}/{} {} eta {eta:.0}s{}",
+                    t.steps,
+                    log.line(),
+                    bad_rows
+                        .as_ref()
+                        .map(|(_, s)| format!(" [data: {s}]"))
+                        .unwrap_or_default(),
+                )
+            });
             // `batch_hash`: 53 bits of a hash of the step's ids and labels (resume checks).
             let mut extra = vec![("batch_hash".to_string(), fingerprint_metric(fingerprint))];
             extra.extend(bad_rows.map(|(n, _)| ("bad_rows".to_string(), n as f64)));
-            let m = StepMetrics {
-                step: done,
-                loss: main_loss,
-                lr,
-                grad_norm,
-                tokens_per_s,
-                mtp_loss: (mtp_w > 0.0).then_some(mtp_loss),
-                extra,
-            };
             if let Some(j) = jsonl.as_mut() {
-                j.log(&m)?;
+                j.log(&log.metrics(done, extra))?;
             }
             if let Some(w) = tb.as_mut() {
-                let mut sc = vec![
-                    ("loss", main_loss as f32),
-                    ("lr", lr as f32),
-                    ("grad_norm", grad_norm as f32),
-                    ("tokens_per_s", tokens_per_s as f32),
-                ];
-                if mtp_w > 0.0 {
-                    sc.push(("mtp_loss", mtp_loss as f32));
-                }
+                let sc = log.scalars();
+                let sc: Vec<(&str, f32)> = sc.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 w.scalars(done, &sc)?;
                 w.flush()?;
             }
@@ -283,36 +191,4 @@ pub fn run<B: AutodiffBackend>(
     }
     bar.finish_and_clear();
     Ok(RunSummary { start_step, losses })
-}
-
-/// Sums two gradient sets (gradient accumulation).
-fn merge<B: AutodiffBackend>(
-    model: &V4Model<B>,
-    mut acc: GradientsParams,
-    mut g: GradientsParams,
-) -> GradientsParams {
-    type I<B> = <B as AutodiffBackend>::InnerBackend;
-    if acc.is_empty() {
-        return g;
-    }
-    for (id, rank) in float_params(model) {
-        match rank {
-            1 => add::<I<B>, 1>(&mut acc, &mut g, id),
-            2 => add::<I<B>, 2>(&mut acc, &mut g, id),
-            _ => add::<I<B>, 3>(&mut acc, &mut g, id),
-        }
-    }
-    acc
-}
-
-fn add<B: burn::tensor::backend::Backend, const D: usize>(
-    acc: &mut GradientsParams,
-    g: &mut GradientsParams,
-    id: burn::module::ParamId,
-) {
-    match (acc.remove::<B, D>(id), g.remove::<B, D>(id)) {
-        (Some(a), Some(b)) => acc.register(id, a + b),
-        (Some(a), None) | (None, Some(a)) => acc.register(id, a),
-        (None, None) => {}
-    }
 }
