@@ -4,7 +4,8 @@
 use toml::{Table, Value};
 
 /// Fills, when absent: `total_steps = train.steps`, `warmup_steps = min(2000, total / 10)`
-/// (V4 warms up for 2000 steps) and `decay_steps = total / 10` (wsd decays near the end).
+/// (V4 warms up for 2000 steps) and `decay_steps = max(1, total / 10)` (wsd decays near the
+/// end; at least one step so very short runs stay valid).
 pub(crate) fn fill_defaults(schedule: &mut Table, train_steps: u64) {
     let int = |v: u64| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
     let total = match schedule.get("total_steps") {
@@ -20,5 +21,5 @@ pub(crate) fn fill_defaults(schedule: &mut Table, train_steps: u64) {
         .or_insert_with(|| int((total / 10).min(2000)));
     schedule
         .entry("decay_steps")
-        .or_insert_with(|| int(total / 10));
+        .or_insert_with(|| int((total / 10).max(1).min(total)));
 }
