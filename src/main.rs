@@ -10,6 +10,22 @@ mod train_cmd;
 use burn::backend::Autodiff;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc keeps freed tensor buffers for reuse instead of unmapping them every step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` = 15 in both the v2 and v3 `mimalloc.h`, right before
+/// `use_numa_nodes` (which `libmimalloc-sys` names; it does not name this one).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
+    libmimalloc_sys::mi_option_use_numa_nodes - 1;
+
+/// Never return freed memory to the OS: a training step frees and reallocates the same large
+/// buffers, and purging them cost ~20% of tiny-sft's wall time in page faults.
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; no memory is touched.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// Compute device.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum DeviceKind {
@@ -91,6 +107,7 @@ macro_rules! with_backend {
 }
 
 fn main() {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
