@@ -48,7 +48,13 @@ pub fn run<B: AutodiffBackend>(
     recipe_text: &str,
     device: &B::Device,
 ) -> Result<RunSummary> {
-    let cfg = recipe.model.resolve()?;
+    let cfg = recipe
+        .model
+        .resolve()
+        .with_context(|| match &recipe.model.source {
+            ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
+            ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
+        })?;
     if recipe.train.dtype == Dtype::Bf16 {
         bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
     }
