@@ -1,34 +1,16 @@
 //! Streaming sources, mixing, packing, bad rows and resumption on small
 //! generated jsonl / parquet files.
 
+mod common;
+
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StringArray};
+use common::{chat_line, config, take, tokenizer, write_lines};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use v4_data::{
-    open_loader, BadRowPolicy, Batch, DataConfig, DataCursor, DataError, DataLoader, Shard,
-    V4Tokenizer,
-};
-
-fn tokenizer() -> Arc<V4Tokenizer> {
-    static TOKENIZER: std::sync::OnceLock<Arc<V4Tokenizer>> = std::sync::OnceLock::new();
-    TOKENIZER
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tokenizer/deepseek-v4");
-            Arc::new(V4Tokenizer::from_dir(dir).expect("tokenizer"))
-        })
-        .clone()
-}
-
-fn write_lines(path: &Path, lines: &[String]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    for l in lines {
-        writeln!(f, "{l}").unwrap();
-    }
-}
+use v4_data::{open_loader, BadRowPolicy, DataConfig, DataCursor, DataError, DataLoader, Shard};
 
 fn text_lines(prefix: &str, n: usize) -> Vec<String> {
     (0..n)
@@ -58,14 +40,6 @@ fn write_parquet(path: &Path, texts: &[String], ids: &[Vec<i32>]) {
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
-}
-
-fn config(toml_text: &str) -> DataConfig {
-    #[derive(serde::Deserialize)]
-    struct Recipe {
-        data: DataConfig,
-    }
-    toml::from_str::<Recipe>(toml_text).expect("recipe").data
 }
 
 fn mixed_config(dir: &Path) -> DataConfig {
@@ -98,12 +72,6 @@ weight = 0.5
 "#,
         dir = dir.display()
     ))
-}
-
-fn take(loader: &mut DataLoader, n: usize) -> Vec<Batch> {
-    (0..n)
-        .map(|_| loader.next_batch().unwrap().expect("batch"))
-        .collect()
 }
 
 #[test]
@@ -200,14 +168,6 @@ fn pretrain_packing_is_the_eos_separated_token_stream() {
     }
     assert_eq!(rebuilt, stream);
     assert!(loader.cursor().finished);
-}
-
-fn chat_line(user: &str, assistant: &str) -> String {
-    serde_json::json!({"messages": [
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": assistant}
-    ]})
-    .to_string()
 }
 
 #[test]

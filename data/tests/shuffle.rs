@@ -1,40 +1,17 @@
 //! Seeded shuffling within sources (files, parquet row groups, row blocks),
 //! exact resume through shuffled blocks, and per-source pretrain / SFT modes.
 
+mod common;
+
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, ListArray, RecordBatch};
+use common::{chat_line, config, take, tokenizer, write_lines};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use v4_data::{open_loader, Batch, DataConfig, DataCursor, DataLoader, Shard, V4Tokenizer};
-
-fn tokenizer() -> Arc<V4Tokenizer> {
-    static TOKENIZER: std::sync::OnceLock<Arc<V4Tokenizer>> = std::sync::OnceLock::new();
-    TOKENIZER
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tokenizer/deepseek-v4");
-            Arc::new(V4Tokenizer::from_dir(dir).expect("tokenizer"))
-        })
-        .clone()
-}
-
-fn write_lines(path: &Path, lines: &[String]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    for l in lines {
-        writeln!(f, "{l}").unwrap();
-    }
-}
-
-fn config(toml_text: &str) -> DataConfig {
-    #[derive(serde::Deserialize)]
-    struct Recipe {
-        data: DataConfig,
-    }
-    toml::from_str::<Recipe>(toml_text).expect("recipe").data
-}
 
 /// Row `id` as pre-tokenized ids `[id, id + 1]` (EOS is appended by the loader).
 fn id_line(id: u32) -> String {
@@ -89,12 +66,6 @@ fn row_ids(cfg: &DataConfig, n: usize) -> Vec<u32> {
         }
     }
     ids
-}
-
-fn take(loader: &mut DataLoader, n: usize) -> Vec<Batch> {
-    (0..n)
-        .map(|_| loader.next_batch().unwrap().expect("batch"))
-        .collect()
 }
 
 #[test]
@@ -355,14 +326,6 @@ fn config_validates_shuffle_block_and_mode() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("mode") || err.contains("chat"), "{err}");
-}
-
-fn chat_line(user: &str, assistant: &str) -> String {
-    serde_json::json!({"messages": [
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": assistant}
-    ]})
-    .to_string()
 }
 
 fn trained_text(tok: &V4Tokenizer, labels: &[u32], mask: &[u8]) -> String {
