@@ -19,28 +19,10 @@ use v4_model::{ForwardOptions, ModelConfig, V4Model};
 type B = Flex;
 type AD = Autodiff<Flex>;
 
-/// Tiny V4 (as `recipes/tiny-pretrain.toml`) with 8 experts, top-2, and an expert width of 48 so
-/// `w2`'s input dimension has a ragged last FP4 block (32 + 16).
+/// [`ModelConfig::toy`] (8 experts, top-2) with an expert width of 48 so `w2`'s input dimension
+/// has a ragged last FP4 block (32 + 16).
 fn tiny_config() -> ModelConfig {
-    let mut c = ModelConfig::preset("v4-flash").unwrap();
-    c.vocab_size = 256;
-    c.hidden_size = 64;
-    c.num_hidden_layers = 2;
-    c.num_nextn_predict_layers = 1;
-    c.compress_ratios = vec![0, 4, 0];
-    c.num_hash_layers = 1;
-    c.num_attention_heads = 4;
-    c.head_dim = 96;
-    c.qk_rope_head_dim = 32;
-    c.q_lora_rank = 48;
-    c.o_groups = 2;
-    c.o_lora_rank = 32;
-    c.sliding_window = 16;
-    c.index_n_heads = 16;
-    c.index_head_dim = 64;
-    c.index_topk = 8;
-    c.n_routed_experts = 8;
-    c.num_experts_per_tok = 2;
+    let mut c = ModelConfig::toy();
     c.moe_intermediate_size = 48;
     c.validate("tiny").unwrap();
     c

@@ -203,6 +203,34 @@ impl ModelConfig {
         }
     }
 
+    /// A toy V4 for tests: V4-Flash's structure at hidden size 64 — 2 main layers (layer 0
+    /// hash-routed; layer 1 CSA, ratio 4) plus 1 MTP block, window 16, 8 routed experts (top-2)
+    /// of width 32 and a shared expert. Valid as is; change fields, then [`ModelConfig::validate`].
+    pub fn toy() -> Self {
+        Self {
+            vocab_size: 256,
+            hidden_size: 64,
+            num_hidden_layers: 2,
+            num_nextn_predict_layers: 1,
+            compress_ratios: vec![0, 4, 0],
+            num_hash_layers: 1,
+            num_attention_heads: 4,
+            head_dim: 96,
+            qk_rope_head_dim: 32,
+            q_lora_rank: 48,
+            o_groups: 2,
+            o_lora_rank: 32,
+            sliding_window: 16,
+            index_n_heads: 16,
+            index_head_dim: 64,
+            index_topk: 8,
+            n_routed_experts: 8,
+            num_experts_per_tok: 2,
+            moe_intermediate_size: 32,
+            ..Self::v4_flash()
+        }
+    }
+
     /// DeepSeek-V4-Pro (1.6T total, 49B active).
     pub fn v4_pro() -> Self {
         let mut ratios = vec![128, 128];
@@ -364,6 +392,14 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toy_is_valid() {
+        let t = ModelConfig::toy();
+        t.validate("toy").unwrap();
+        assert_eq!(t.compress_ratios.len(), t.num_hidden_layers + 1);
+        assert_eq!(t.num_hash_layers, 1);
+    }
 
     #[test]
     fn presets_are_valid_and_match_the_release() {

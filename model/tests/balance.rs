@@ -13,29 +13,11 @@ use v4_model::{load_ratios, ForwardOptions, ModelConfig, ModelError, V4Model};
 type B = Flex;
 type AD = Autodiff<Flex>;
 
-/// V4-Flash shrunk like `recipes/tiny-pretrain.toml`, window attention only (the balancing does
-/// not care), layer 0 hash-routed, layer 1 and the MTP block score-routed, 8 experts, top-2.
+/// [`ModelConfig::toy`] with window attention only (the balancing does not care): layer 0
+/// hash-routed, layer 1 and the MTP block score-routed, 8 experts, top-2.
 fn tiny_config() -> ModelConfig {
-    let mut c = ModelConfig::preset("v4-flash").unwrap();
-    c.vocab_size = 256;
-    c.hidden_size = 64;
-    c.num_hidden_layers = 2;
-    c.num_nextn_predict_layers = 1;
+    let mut c = ModelConfig::toy();
     c.compress_ratios = vec![0, 0, 0];
-    c.num_hash_layers = 1;
-    c.num_attention_heads = 4;
-    c.head_dim = 96;
-    c.qk_rope_head_dim = 32;
-    c.q_lora_rank = 48;
-    c.o_groups = 2;
-    c.o_lora_rank = 32;
-    c.sliding_window = 16;
-    c.index_n_heads = 16;
-    c.index_head_dim = 64;
-    c.index_topk = 8;
-    c.n_routed_experts = 8;
-    c.num_experts_per_tok = 2;
-    c.moe_intermediate_size = 32;
     c.validate("tiny").unwrap();
     c
 }
