@@ -6,9 +6,10 @@
 //! ([`LayerAux`]); this module weighs them, accumulates loads over micro-batches, and freezes.
 
 use crate::recipe::{Attention, Freeze, Recipe};
-use burn::optim::GradientsParams;
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
+use std::collections::HashSet;
 use v4_model::{load_ratios, AttentionMode, ForwardOptions, LayerAux, V4Model};
 
 /// Forward switches of a training step under `recipe`.
@@ -98,32 +99,47 @@ impl StepLoads {
     }
 }
 
-/// Drops the gradients of frozen parameters (`freeze = "all-but-indexer"` keeps only
-/// `*.attn.indexer.*`). Returns how many parameter tensors stay trainable.
-pub fn freeze_grads<B: AutodiffBackend>(
-    model: &V4Model<B>,
-    grads: &mut GradientsParams,
-    freeze: Freeze,
-) -> usize {
-    type I<B> = <B as AutodiffBackend>::InnerBackend;
+/// Whether the parameter `name` learns under `freeze` (`"all-but-indexer"` keeps only
+/// `*.attn.indexer.*`).
+pub fn trainable(name: &str, freeze: Freeze) -> bool {
+    match freeze {
+        Freeze::None => true,
+        Freeze::AllButIndexer => name.contains(".attn.indexer."),
+    }
+}
+
+/// Marks the frozen parameters as not requiring gradients, so backward never computes them (in
+/// the indexer warm-up only the indexers' KL is differentiated) and the optimizer, which updates
+/// only what has a gradient, leaves them alone. Returns the model and how many parameter
+/// tensors stay trainable.
+pub fn freeze_params<B: AutodiffBackend>(model: V4Model<B>, freeze: Freeze) -> (V4Model<B>, usize) {
+    let mut frozen = HashSet::new();
     let mut kept = 0;
     model.visit_named(&mut |name, p| {
-        let Some((id, rank)) = p.float_id() else {
-            return;
-        };
-        let trainable = match freeze {
-            Freeze::None => true,
-            Freeze::AllButIndexer => name.contains(".attn.indexer."),
-        };
-        if trainable {
-            kept += 1;
-            return;
-        }
-        match rank {
-            1 => drop(grads.remove::<I<B>, 1>(id)),
-            2 => drop(grads.remove::<I<B>, 2>(id)),
-            _ => drop(grads.remove::<I<B>, 3>(id)),
+        if let Some((id, _)) = p.float_id() {
+            if trainable(&name, freeze) {
+                kept += 1;
+            } else {
+                frozen.insert(id);
+            }
         }
     });
-    kept
+    if frozen.is_empty() {
+        return (model, kept);
+    }
+    (model.map(&mut Freezer { frozen }), kept)
+}
+
+struct Freezer {
+    frozen: HashSet<ParamId>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Freezer {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self.frozen.contains(&param.id) {
+            param.set_require_grad(false)
+        } else {
+            param
+        }
+    }
 }

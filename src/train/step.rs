@@ -1,12 +1,13 @@
 //! One optimizer step (training spec §2–§5): forward/backward over the step's micro-batches with
 //! the V4 objective — token-weighted next-token CE, the MTP CE, the indexer KL and the
-//! sequence-wise balance loss — then freezing, global-norm clipping, the NaN policy, the
+//! sequence-wise balance loss (frozen parameters get no gradient: see
+//! [`super::objectives::freeze_params`]) — then global-norm clipping, the NaN policy, the
 //! Muon/AdamW update and the auxiliary-loss-free bias update from the step's expert load.
 
 use super::batches::MicroBatch;
 use super::grads::{clip, merge};
 use super::loss::cross_entropy;
-use super::objectives::{aux_loss, freeze_grads, StepLoads};
+use super::objectives::{aux_loss, StepLoads};
 use super::optimizer_step::apply_optimizer;
 use crate::recipe::{Freeze, NanPolicy, Recipe};
 use anyhow::{anyhow, bail, Result};
@@ -90,10 +91,6 @@ pub fn train_step<B: AutodiffBackend>(
     r.loss = main_sum;
     r.mtp_loss = (mtp_weight > 0.0).then_some(mtp_sum);
     (r.indexer_kl, r.balance) = (kl_sum, bal_sum);
-    let freeze = cfg.recipe.train.freeze;
-    if freeze_grads(&model, &mut grads, freeze) == 0 {
-        bail!("[train] freeze = {freeze:?} leaves no trainable parameter in this model");
-    }
     r.grad_norm = clip(&model, &mut grads, cfg.recipe.optim.max_grad_norm)?;
     if !(r.loss.is_finite() && r.grad_norm.is_finite()) {
         match cfg.recipe.train.nan_policy {
@@ -114,7 +111,7 @@ pub fn train_step<B: AutodiffBackend>(
     }
     model = apply_optimizer(model, grads, optimizer, lr).map_err(|e| anyhow!(e))?;
     let rate = loss_cfg.balance_bias_rate;
-    if rate > 0.0 && freeze == Freeze::None {
+    if rate > 0.0 && cfg.recipe.train.freeze == Freeze::None {
         model = model.update_balance_bias(&r.loads.loads, rate)?;
     }
     r.applied = true;

@@ -6,7 +6,7 @@
 
 use super::batches::{fingerprint_metric, BatchSource, FNV_START};
 use super::checkpoint;
-use super::objectives::forward_options;
+use super::objectives::{forward_options, freeze_params};
 use super::step::{train_step, StepConfig};
 use super::step_log::StepLog;
 use crate::metrics::{MetricsJsonl, TensorBoardWriter};
@@ -74,7 +74,7 @@ pub fn run<B: AutodiffBackend>(
     // Data first: a tokenizer that does not fit the model fails before any weight is loaded.
     let mut data = BatchSource::open(recipe, &cfg, resume_from.as_deref())?;
     let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
-    let (mut model, start_step) = match (&resume_from, &recipe.model.source) {
+    let (model, start_step) = match (&resume_from, &recipe.model.source) {
         (Some(path), _) => {
             let state = checkpoint::read_state(path)?;
             let model = load_model::<B>(&cfg, path, device)?;
@@ -89,6 +89,13 @@ pub fn run<B: AutodiffBackend>(
         }
         (None, ModelSource::Preset(_)) => (V4Model::<B>::init(&cfg, recipe.train.seed, device)?, 0),
     };
+    let (mut model, trainable) = freeze_params(model, recipe.train.freeze);
+    if trainable == 0 {
+        bail!(
+            "[train] freeze = {:?} leaves no trainable parameter in this model",
+            recipe.train.freeze
+        );
+    }
     let schedule = LrSchedule::new(recipe.schedule.clone())?;
     let resumed = resume_from.as_ref().map(|_| start_step);
     let mut jsonl = match &recipe.log.jsonl {
