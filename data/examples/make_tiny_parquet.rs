@@ -10,17 +10,14 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::sync::Arc;
+use v4_data::rng::SplitMix64;
 
-/// SplitMix64: a tiny, dependency-free deterministic generator.
-struct Rng(u64);
+/// The data crate's SplitMix64, drawn with plain modulo (the file's bytes depend on it).
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
@@ -101,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "recipes/data/tiny-text.parquet".into());
-    let mut rng = Rng(20_240_601);
+    let mut rng = Rng(SplitMix64(20_240_601));
     let (texts, domains): (Vec<String>, Vec<&str>) =
         (0..240).map(|i| document(i, &mut rng)).unzip();
     let text: ArrayRef = Arc::new(StringArray::from(texts));

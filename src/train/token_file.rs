@@ -13,6 +13,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype as StDtype, SafeTensors};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use v4_data::rng::SplitMix64;
 
 use crate::recipe::{TokenFile, TokenFormat};
 
@@ -310,12 +311,9 @@ pub fn permute(i: u64, n: u64, key: u64) -> u64 {
     }
 }
 
-/// SplitMix64's finalizer: a well-mixed 64-bit hash.
-pub fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// SplitMix64's output for state `z` (the data crate's generator): a well-mixed 64-bit hash.
+pub fn splitmix(z: u64) -> u64 {
+    SplitMix64(z).next_u64()
 }
 
 /// The windows of a token file in their seeded, epoch-wise order.
