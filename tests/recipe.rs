@@ -270,6 +270,8 @@ fn defaults_are_as_documented() {
             fake_quant: false,
             expert_fp4_qat: false,
             freeze: Freeze::None,
+            max_consecutive_skips: 10,
+            skip_memory_check: false,
         }
     );
     assert_eq!(
@@ -290,16 +292,28 @@ fn defaults_are_as_documented() {
             every: 1000,
             keep_last: 3,
             resume: Resume::Auto,
+            skip_space_check: false,
         }
     );
     assert_eq!(
         r.log,
         LogConfig {
             every: 10,
-            tensorboard: None,
-            jsonl: None
+            tensorboard: Some("tb".into()),
+            jsonl: Some("metrics.jsonl".into()),
         }
     );
+    // Log sinks live in the run directory unless absolute; `false` turns one off.
+    let run = std::path::Path::new("runs/x");
+    assert_eq!(r.log.jsonl_path(run), Some("runs/x/metrics.jsonl".into()));
+    let r = load(
+        "[model]\npreset = \"v4-pro\"\n[log]\njsonl = \"/abs/m.jsonl\"\ntensorboard = false\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.log.jsonl_path(run), Some("/abs/m.jsonl".into()));
+    assert_eq!(r.log.tensorboard_path(run), None);
+    assert!(error("[model]\npreset = \"v4-pro\"\n[log]\njsonl = 3\n", &[]).contains("[log] jsonl"));
     assert!(matches!(r.data, DataRecipe::Synthetic(ref s) if s.seed == 0 && s.vocab.is_none()));
     assert_eq!(r.optim, v4_optim::OptimConfig::default());
     let s = &r.schedule;

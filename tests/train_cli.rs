@@ -4,44 +4,12 @@
 //! errors exit non-zero with the file:line:key message.
 
 use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RECIPE: &str = "recipes/tiny-pretrain.toml";
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_v4train"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn args(dir: &Path, steps: u64) -> Vec<String> {
-    let d = dir.display();
-    [
-        RECIPE.to_string(),
-        format!("--set=train.steps={steps}"),
-        "--set=train.seq_len=48".into(),
-        "--set=checkpoint.every=3".into(),
-        "--set=checkpoint.keep_last=0".into(),
-        "--set=log.every=1".into(),
-        format!("--set=checkpoint.dir={d}"),
-        format!("--set=log.jsonl={d}/metrics.jsonl"),
-        format!("--set=log.tensorboard={d}/tb"),
-    ]
-    .to_vec()
-}
-
-fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
-}
+mod common;
+use common::{args, bin, losses, tmp};
 
 fn tensors(file: PathBuf) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(file).unwrap();
@@ -53,12 +21,6 @@ fn tensors(file: PathBuf) -> Vec<(String, Vec<u8>)> {
         .collect();
     v.sort();
     v
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("v4train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn tokens(n: usize) -> Vec<i64> {
 }
 
 /// tiny-pretrain (vocab 256) reading `[data] kind = "tokens"` from `path`, logging into `dir`.
-fn token_recipe(path: &Path, dir: &Path, extra: &[&str]) -> (Recipe, String) {
+fn token_recipe(path: &Path, dir: &Path, extra: &[&str]) -> Recipe {
     let file = root().join("recipes/tiny-pretrain.toml");
     let text = std::fs::read_to_string(&file).unwrap();
     let mut sets: Vec<String> = [
@@ -83,8 +83,7 @@ fn token_recipe(path: &Path, dir: &Path, extra: &[&str]) -> (Recipe, String) {
     ]
     .to_vec();
     sets.extend(extra.iter().map(|s| s.to_string()));
-    let recipe = Recipe::from_str_named(&text, &file.display().to_string(), &sets).unwrap();
-    (recipe, text)
+    Recipe::from_str_named(&text, &file.display().to_string(), &sets).unwrap()
 }
 
 fn run_tokens(path: &Path, extra: &[&str]) -> anyhow::Result<Vec<f64>> {
@@ -92,8 +91,8 @@ fn run_tokens(path: &Path, extra: &[&str]) -> anyhow::Result<Vec<f64>> {
         "tok-{}",
         path.file_name().unwrap().to_string_lossy()
     ));
-    let (recipe, text) = token_recipe(path, &dir, extra);
-    let out = v4train::train::run::<AD>(&recipe, &text, &Default::default());
+    let recipe = token_recipe(path, &dir, extra);
+    let out = v4train::train::run::<AD>(&recipe, &Default::default(), &Default::default());
     std::fs::remove_dir_all(dir).ok();
     out.map(|s| s.losses)
 }
@@ -254,7 +253,7 @@ fn fine_tuning_starts_from_the_model_dir_weights() {
     );
     let recipe = Recipe::from_str_named(&text, "finetune.toml", &[]).unwrap();
     let dev = Default::default();
-    let summary = v4train::train::run::<AD>(&recipe, &text, &dev).unwrap();
+    let summary = v4train::train::run::<AD>(&recipe, &Default::default(), &dev).unwrap();
     assert_eq!(summary.losses.len(), 2);
 
     // The loss of tiny_a itself on that window, computed independently.

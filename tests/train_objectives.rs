@@ -32,7 +32,7 @@ fn run(dir: &Path, sets: &[&str]) {
     ];
     all.extend(sets.iter().map(|s| s.to_string()));
     let recipe = Recipe::from_str_named(&text, &file.display().to_string(), &all).unwrap();
-    v4train::train::run::<AD>(&recipe, &text, &Default::default()).unwrap();
+    v4train::train::run::<AD>(&recipe, &Default::default(), &Default::default()).unwrap();
 }
 
 /// `metrics.jsonl` as (step, record).

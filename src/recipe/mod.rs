@@ -18,6 +18,7 @@ mod train;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 use v4_optim::{LrSchedule, OptimConfig, ScheduleConfig};
 
@@ -65,6 +66,21 @@ pub struct Recipe {
     pub checkpoint: CheckpointConfig,
     /// `[log]`: metric cadence and sinks.
     pub log: LogConfig,
+    /// Where the recipe came from (file, text, overrides), for provenance.
+    pub origin: RecipeOrigin,
+}
+
+/// How a recipe was made: recorded in every checkpoint so it says how it was trained.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipeOrigin {
+    /// The recipe file as given (or the name given to [`Recipe::from_str_named`]).
+    pub file: String,
+    /// Its text as read.
+    pub text: String,
+    /// The `--set section.key=value` overrides, in order.
+    pub overrides: Vec<String>,
+    /// The recipe after the overrides, as TOML (what the run really used).
+    pub effective: String,
 }
 
 impl Recipe {
@@ -90,10 +106,16 @@ impl Recipe {
             o.apply(&mut root)?;
             src.add_override(o.path, raw);
         }
-        Self::from_table(&src, root)
+        let origin = RecipeOrigin {
+            file: file.to_string(),
+            text: text.to_string(),
+            overrides: overrides.to_vec(),
+            effective: toml::to_string(&root).unwrap_or_else(|e| format!("# not printable: {e}")),
+        };
+        Self::from_table(&src, root, origin)
     }
 
-    fn from_table(src: &SourceMap<'_>, mut root: Table) -> Result<Self> {
+    fn from_table(src: &SourceMap<'_>, mut root: Table, origin: RecipeOrigin) -> Result<Self> {
         if let Some(key) = root.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
             return Err(src.error(
                 &path(&[key]),
@@ -160,6 +182,7 @@ impl Recipe {
             loss,
             checkpoint,
             log,
+            origin,
         })
     }
 }

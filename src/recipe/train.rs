@@ -75,6 +75,12 @@ pub struct TrainConfig {
     pub expert_fp4_qat: bool,
     /// `"none"` (default) or `"all-but-indexer"` (indexer warm-up).
     pub freeze: Freeze,
+    /// With `nan_policy = "skip"`: stop with an error after this many consecutive skipped
+    /// steps (default 10).
+    pub max_consecutive_skips: u64,
+    /// Skip the start-up check that the estimated peak memory of a step fits the device
+    /// (default false).
+    pub skip_memory_check: bool,
 }
 
 impl Default for TrainConfig {
@@ -91,6 +97,8 @@ impl Default for TrainConfig {
             fake_quant: false,
             expert_fp4_qat: false,
             freeze: Freeze::None,
+            max_consecutive_skips: 10,
+            skip_memory_check: false,
         }
     }
 }
@@ -102,9 +110,10 @@ impl TrainConfig {
     }
 
     /// Keys that must be ≥ 1, with their values.
-    pub(crate) fn positive(&self) -> [(&'static str, u64); 4] {
+    pub(crate) fn positive(&self) -> [(&'static str, u64); 5] {
         [
             ("steps", self.steps),
+            ("max_consecutive_skips", self.max_consecutive_skips),
             ("micro_batch", self.micro_batch as u64),
             ("seq_len", self.seq_len as u64),
             ("grad_accum", self.grad_accum as u64),

@@ -3,10 +3,15 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod checksums;
 pub mod grads;
 pub mod loss;
 pub mod objectives;
 pub mod optimizer_step;
+pub mod preflight;
+pub mod provenance;
+pub mod run_dir;
+pub mod run_lock;
 pub mod step;
 pub mod step_log;
 pub mod synthetic;
@@ -16,4 +21,4 @@ pub mod trainer;
 
 pub use batches::{BatchSource, MicroBatch};
 pub use optimizer_step::apply_optimizer;
-pub use trainer::{run, RunSummary};
+pub use trainer::{run, RunOptions, RunSummary};

@@ -1,26 +1,40 @@
-//! The training loop (`v4train recipe.toml`): gradient accumulation, next-token + MTP loss,
-//! global-norm clipping, NaN policy, the single LR schedule driving Muon + AdamW, metrics
-//! (stderr progress, `metrics.jsonl`, TensorBoard), periodic checkpoints and exact resume.
-//! Data comes from [`BatchSource`]; a `[model] dir` run that is not resuming fine-tunes the
+//! The training loop (`v4train recipe.toml`) in three parts: [`setup`] (the run directory and
+//! its lock, the resume decision with verified checkpoints, the checks before compute, data,
+//! model and optimizer), the step loop (gradient accumulation, next-token + MTP loss, clipping,
+//! the NaN policy with its limit, one LR schedule driving Muon + AdamW, metrics, periodic
+//! checkpoints) and the end of the run. A `[model] dir` run that is not resuming fine-tunes the
 //! checkpoint's weights.
 
 use super::batches::{fingerprint_metric, BatchSource, FNV_START};
-use super::checkpoint;
+use super::checkpoint::{self, RunIdentity};
 use super::objectives::{forward_options, freeze_params};
+use super::preflight;
+use super::provenance::Provenance;
+use super::run_dir::RunDir;
 use super::step::{train_step, StepConfig};
 use super::step_log::StepLog;
 use crate::metrics::{MetricsJsonl, TensorBoardWriter};
-use crate::recipe::{Dtype, ModelSource, Recipe, Resume};
+use crate::recipe::{Dtype, ModelSource, NanPolicy, Recipe};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
 use v4_model::{ModelConfig, V4Model, WeightSource};
 use v4_optim::{LrSchedule, V4Optimizer};
+
+/// How to start a run, besides the recipe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Delete checkpoints of other runs in the run directory instead of refusing to start.
+    pub overwrite: bool,
+    /// Run every check before compute (run directory, resume, disk, memory, data), print what
+    /// the run would do, and stop before loading weights.
+    pub dry_run: bool,
+}
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -29,6 +43,56 @@ pub struct RunSummary {
     pub start_step: u64,
     /// Main loss of every step run by this process.
     pub losses: Vec<f64>,
+    /// The run's id.
+    pub run_id: String,
+}
+
+/// Everything a run needs once set up.
+struct Session<B: AutodiffBackend> {
+    run_dir: RunDir,
+    who: RunIdentity,
+    start_step: u64,
+    model: V4Model<B>,
+    optimizer: V4Optimizer<B::InnerBackend>,
+    data: BatchSource,
+    schedule: LrSchedule,
+    logs: Logs,
+    has_mtp: bool,
+}
+
+/// The run's metric sinks.
+struct Logs {
+    jsonl: Option<MetricsJsonl>,
+    tb: Option<TensorBoardWriter>,
+}
+
+/// Runs `recipe` on `device`.
+pub fn run<B: AutodiffBackend>(
+    recipe: &Recipe,
+    opts: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // SIGINT / SIGTERM: finish the current step, save, exit cleanly. A second handler cannot
+        // be installed in one process (tests call `run` once per process), so failure is ignored.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let Some(s) = setup::<B>(recipe, opts, device)? else {
+        return Ok(RunSummary {
+            start_step: 0,
+            losses: Vec::new(),
+            run_id: String::new(),
+        });
+    };
+    let (start_step, run_id) = (s.start_step, s.who.run_id.clone());
+    let losses = train_loop(s, recipe, &stop, device)?;
+    Ok(RunSummary {
+        start_step,
+        losses,
+        run_id,
+    })
 }
 
 /// The weights of the checkpoint directory `dir` (a release-layout model or a `step-N/`).
@@ -42,12 +106,13 @@ fn load_model<B: AutodiffBackend>(
         .with_context(|| format!("loading {}", dir.display()))
 }
 
-/// Runs `recipe` (read from `recipe_text`) on `device`.
-pub fn run<B: AutodiffBackend>(
+/// Takes the run directory, decides where the run starts, checks it can finish (outputs
+/// writable, disk, memory), then opens data, model and optimizer. `None` after a dry run.
+fn setup<B: AutodiffBackend>(
     recipe: &Recipe,
-    recipe_text: &str,
+    opts: &RunOptions,
     device: &B::Device,
-) -> Result<RunSummary> {
+) -> Result<Option<Session<B>>> {
     let cfg = recipe
         .model
         .resolve()
@@ -58,87 +123,149 @@ pub fn run<B: AutodiffBackend>(
     if recipe.train.dtype == Dtype::Bf16 {
         bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // SIGINT / SIGTERM: finish the current step, save, exit cleanly. A second handler cannot
-        // be installed in one process (tests call `run` once per process), so failure is ignored.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    let run_dir = RunDir::open(&recipe.checkpoint.dir)?;
+    let start = run_dir.start(&recipe.checkpoint.resume, opts.overwrite)?;
+    let (jsonl_path, tb_path) = (
+        recipe.log.jsonl_path(run_dir.path()),
+        recipe.log.tensorboard_path(run_dir.path()),
+    );
+    preflight::outputs_writable(jsonl_path.as_deref(), tb_path.as_deref())?;
+    let resume_from = start.resume_from.as_ref().map(|(p, _)| p.as_path());
+    let start_step = start.resume_from.as_ref().map_or(0, |(_, s)| s.step);
+    match &start.resume_from {
+        Some((p, s)) => eprintln!(
+            "run {} in {}: resuming from {} (step {})",
+            start.run_id,
+            run_dir.path().display(),
+            p.display(),
+            s.step
+        ),
+        None => eprintln!(
+            "run {} in {}: new run",
+            start.run_id,
+            run_dir.path().display()
+        ),
     }
-    let ckpt_dir = &recipe.checkpoint.dir;
-    let resume_from = match &recipe.checkpoint.resume {
-        Resume::Never => None,
-        Resume::Auto => checkpoint::list(ckpt_dir)?.pop().map(|(_, p)| p),
-        Resume::Path(p) => Some(p.clone()),
-    };
     // Data first: a tokenizer that does not fit the model fails before any weight is loaded.
-    let mut data = BatchSource::open(recipe, &cfg, resume_from.as_deref())?;
+    let data = BatchSource::open(recipe, &cfg, resume_from)?;
+    if opts.dry_run {
+        eprintln!("dry run: every check passed; stopping before loading weights");
+        return Ok(None);
+    }
     let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
-    let (model, start_step) = match (&resume_from, &recipe.model.source) {
+    let model = match (resume_from, &recipe.model.source) {
         (Some(path), _) => {
-            let state = checkpoint::read_state(path)?;
             let model = load_model::<B>(&cfg, path, device)?;
-            optimizer.load_state(&checkpoint::optimizer_file(path), device)?;
-            eprintln!("resuming from {} (step {})", path.display(), state.step);
-            (model, state.step)
+            let f = checkpoint::optimizer_file(path);
+            optimizer
+                .load_state(&f, device)
+                .with_context(|| format!("loading the optimizer state {}", f.display()))?;
+            model
         }
         (None, ModelSource::Dir(dir)) => {
             let model = load_model::<B>(&cfg, dir, device)?;
             eprintln!("fine-tuning the weights of {}", dir.display());
-            (model, 0)
+            model
         }
-        (None, ModelSource::Preset(_)) => (V4Model::<B>::init(&cfg, recipe.train.seed, device)?, 0),
+        (None, ModelSource::Preset(_)) => V4Model::<B>::init(&cfg, recipe.train.seed, device)?,
     };
-    let (mut model, trainable) = freeze_params(model, recipe.train.freeze);
+    let (model, trainable) = freeze_params(model, recipe.train.freeze);
     if trainable == 0 {
         bail!(
             "[train] freeze = {:?} leaves no trainable parameter in this model",
             recipe.train.freeze
         );
     }
-    let schedule = LrSchedule::new(recipe.schedule.clone())?;
-    let resumed = resume_from.as_ref().map(|_| start_step);
-    let mut jsonl = match &recipe.log.jsonl {
-        Some(p) => Some(MetricsJsonl::open(p, resumed)?),
-        None => None,
-    };
-    let mut tb = match (&recipe.log.tensorboard, resumed) {
-        (Some(d), Some(s)) => Some(TensorBoardWriter::resume(d, s)?),
-        (Some(d), None) => Some(TensorBoardWriter::create(d)?),
-        (None, _) => None,
-    };
+    let resumed = resume_from.map(|_| start_step);
+    let jsonl = jsonl_path
+        .map(|p| MetricsJsonl::open(p, resumed))
+        .transpose()?;
+    let tb = tb_path.map(|d| open_tensorboard(&d, resumed)).transpose()?;
+    Ok(Some(Session {
+        run_dir,
+        who: RunIdentity {
+            run_id: start.run_id,
+            provenance: Provenance::of(recipe),
+        },
+        start_step,
+        model,
+        optimizer,
+        data,
+        schedule: LrSchedule::new(recipe.schedule.clone())?,
+        logs: Logs { jsonl, tb },
+        has_mtp: cfg.num_nextn_predict_layers > 0,
+    }))
+}
+
+/// The TensorBoard writer: a fresh run owns the directory and removes older event files (of
+/// a run it replaced), a resumed one continues it.
+fn open_tensorboard(dir: &PathBuf, resumed: Option<u64>) -> Result<TensorBoardWriter> {
+    Ok(match resumed {
+        Some(s) => TensorBoardWriter::resume(dir, s)?,
+        None => {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with("events.out.tfevents")
+                    {
+                        std::fs::remove_file(e.path())
+                            .with_context(|| format!("removing {}", e.path().display()))?;
+                    }
+                }
+            }
+            TensorBoardWriter::create(dir)?
+        }
+    })
+}
+
+/// Runs the steps from `s.start_step` to `[train] steps`, returning each step's main loss.
+fn train_loop<B: AutodiffBackend>(
+    mut s: Session<B>,
+    recipe: &Recipe,
+    stop: &AtomicBool,
+    device: &B::Device,
+) -> Result<Vec<f64>> {
+    let t = &recipe.train;
     let step_cfg = StepConfig {
         recipe,
         opts: forward_options(recipe),
     };
-    let t = &recipe.train;
-    let (rows, s) = (t.micro_batch, t.seq_len);
-    let has_mtp = cfg.num_nextn_predict_layers > 0;
+    let (rows, seq) = (t.micro_batch, t.seq_len);
+    if s.start_step >= t.steps {
+        eprintln!(
+            "the run already reached step {} of [train] steps = {}; nothing to do (raise \
+             train.steps to continue it)",
+            s.start_step, t.steps
+        );
+    }
+    let mut model = s.model;
     let mut losses = Vec::new();
+    let mut skipped = 0u64;
     let run_start = Instant::now();
-    let bar = ProgressBar::new(t.steps).with_position(start_step);
+    let bar = ProgressBar::new(t.steps).with_position(s.start_step);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    for step in start_step..t.steps {
+    for step in s.start_step..t.steps {
         let t0 = Instant::now();
-        let lr = schedule.lr(step);
-        let mtp_w = if has_mtp {
-            recipe.loss.mtp_weight_at(step, schedule.decay_start())
+        let lr = s.schedule.lr(step);
+        let mtp_w = if s.has_mtp {
+            recipe.loss.mtp_weight_at(step, s.schedule.decay_start())
         } else {
             0.0
         };
         let mut fingerprint = FNV_START;
         let mut batches = Vec::with_capacity(t.grad_accum);
         for micro in 0..t.grad_accum {
-            let batch = data.next(step, micro, rows, s, t.grad_accum)?;
+            let batch = s.data.next(step, micro, rows, seq, t.grad_accum)?;
             fingerprint = batch.fingerprint(fingerprint);
             batches.push(batch);
         }
         let (next, r) = train_step(
             model,
-            &mut optimizer,
+            &mut s.optimizer,
             &batches,
             &step_cfg,
             (step, lr, mtp_w),
@@ -147,51 +274,43 @@ pub fn run<B: AutodiffBackend>(
         model = next;
         losses.push(r.loss);
         let done = step + 1;
-        let tokens_per_s = (t.global_batch() * s) as f64 / t0.elapsed().as_secs_f64();
+        skipped = if r.applied { 0 } else { skipped + 1 };
+        let tokens_per_s = (t.global_batch() * seq) as f64 / t0.elapsed().as_secs_f64();
         bar.set_position(done);
         bar.set_message(format!(
             "loss {:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s",
             r.loss
         ));
         if done % recipe.log.every.max(1) == 0 || done == t.steps {
-            let elapsed = run_start.elapsed().as_secs_f64();
-            let eta = elapsed / (done - start_step) as f64 * (t.steps - done) as f64;
-            let bad_rows = data.bad_rows();
+            let eta = run_start.elapsed().as_secs_f64() / (done - s.start_step) as f64
+                * (t.steps - done) as f64;
             let log = StepLog::new(&r, &model, lr, tokens_per_s, mtp_w);
-            bar.suspend(|| {
-                eprintln!(
-                    "step {done}/{} {} eta {eta:.0}s{}",
-                    t.steps,
-                    log.line(),
-                    bad_rows
-                        .as_ref()
-                        .map(|(_, s)| format!(" [data: {s}]"))
-                        .unwrap_or_default(),
-                )
-            });
-            // `batch_hash`: 53 bits of a hash of the step's ids and labels (resume checks).
-            let mut extra = vec![("batch_hash".to_string(), fingerprint_metric(fingerprint))];
-            extra.extend(bad_rows.map(|(n, _)| ("bad_rows".to_string(), n as f64)));
-            if let Some(j) = jsonl.as_mut() {
-                j.log(&log.metrics(done, extra))?;
-            }
-            if let Some(w) = tb.as_mut() {
-                let sc = log.scalars();
-                let sc: Vec<(&str, f32)> = sc.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                w.scalars(done, &sc)?;
-                w.flush()?;
-            }
+            let line = format!("step {done}/{} {} eta {eta:.0}s", t.steps, log.line());
+            s.logs.write(&log, &s.data, done, fingerprint, &bar, line)?;
+        }
+        if t.nan_policy == NanPolicy::Skip && skipped >= t.max_consecutive_skips {
+            bar.abandon();
+            bail!(
+                "step {done}: {skipped} consecutive steps skipped for a non-finite loss or \
+                 gradient (last: loss {}, gradient norm {}); stopping ([train] \
+                 max_consecutive_skips = {}). Lower [schedule] peak_lr or check the data; the \
+                 newest checkpoint in {} is unaffected",
+                r.loss,
+                r.grad_norm,
+                t.max_consecutive_skips,
+                s.run_dir.path().display()
+            );
         }
         let every = recipe.checkpoint.every;
         let interrupted = stop.load(Ordering::SeqCst);
         if (every > 0 && done % every == 0) || done == t.steps || interrupted {
             let p = checkpoint::save(
-                ckpt_dir,
+                s.run_dir.path(),
                 done,
                 &model,
-                &optimizer,
-                recipe_text,
-                data.checkpoint_state()?.as_deref(),
+                &s.optimizer,
+                &s.who,
+                s.data.checkpoint_state()?.as_deref(),
                 recipe.checkpoint.keep_last,
             )?;
             bar.suspend(|| eprintln!("saved {}", p.display()));
@@ -203,5 +322,39 @@ pub fn run<B: AutodiffBackend>(
         }
     }
     bar.finish_and_clear();
-    Ok(RunSummary { start_step, losses })
+    Ok(losses)
+}
+
+impl Logs {
+    /// The step's stderr `line` (plus skipped bad rows), `metrics.jsonl` record and TensorBoard
+    /// scalars.
+    fn write(
+        &mut self,
+        log: &StepLog<'_>,
+        data: &BatchSource,
+        done: u64,
+        fingerprint: u64,
+        bar: &ProgressBar,
+        line: String,
+    ) -> Result<()> {
+        let bad_rows = data.bad_rows();
+        let suffix = bad_rows
+            .as_ref()
+            .map(|(_, s)| format!(" [data: {s}]"))
+            .unwrap_or_default();
+        bar.suspend(|| eprintln!("{line}{suffix}"));
+        // `batch_hash`: 53 bits of a hash of the step's ids and labels (resume checks).
+        let mut extra = vec![("batch_hash".to_string(), fingerprint_metric(fingerprint))];
+        extra.extend(bad_rows.map(|(n, _)| ("bad_rows".to_string(), n as f64)));
+        if let Some(j) = self.jsonl.as_mut() {
+            j.log(&log.metrics(done, extra))?;
+        }
+        if let Some(w) = self.tb.as_mut() {
+            let sc = log.scalars();
+            let sc: Vec<(&str, f32)> = sc.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            w.scalars(done, &sc)?;
+            w.flush()?;
+        }
+        Ok(())
+    }
 }
