@@ -9,53 +9,13 @@ use crate::compressor::{quantize_kv, Compressor, CompressorKind};
 use crate::indexer::Indexer;
 use crate::indexer_loss::{indexer_kl, teacher};
 use crate::linear::Linear;
-use crate::masks::compressed_visible;
 use crate::norm::{rms_normalize, RmsNorm};
+use crate::options::{AttentionMode, ForwardOptions};
 use crate::rope::RopeTable;
-use crate::sink_attention::{sink_attention_probs, CompressedKeys};
-use crate::util::bool_tensor_from;
+use crate::sample_layout::SampleLayout;
+use crate::sink_attention::{sink_attention_probs, CompressedKeys, Window};
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
-
-/// How CSA layers choose compressed blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttentionMode {
-    /// The reference: the lightning indexer's top-k.
-    #[default]
-    Sparse,
-    /// Every visible compressed block (dense warm-up stage).
-    Dense,
-}
-
-/// Per-call switches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ForwardOptions {
-    /// FP8/FP4 fake quantization of KV and indexer paths (on for reference parity).
-    pub fake_quant: bool,
-    /// CSA block selection.
-    pub attention: AttentionMode,
-    /// Compute each CSA block's lightning-indexer KL loss ([`LayerAux::indexer_loss`]).
-    ///
-    /// [`LayerAux::indexer_loss`]: crate::LayerAux::indexer_loss
-    pub indexer_loss: bool,
-    /// Compute each score-routed MoE layer's sequence-wise balance loss.
-    pub balance_loss: bool,
-    /// FP4 (e2m1, 1×32 blocks) weight fake quantization of routed experts (QAT for the FP4
-    /// release), straight-through in backward.
-    pub expert_fp4: bool,
-}
-
-impl Default for ForwardOptions {
-    fn default() -> Self {
-        Self {
-            fake_quant: true,
-            attention: AttentionMode::Sparse,
-            indexer_loss: false,
-            balance_loss: false,
-            expert_fp4: false,
-        }
-    }
-}
 
 /// `layers.N.attn`.
 #[derive(Module, Debug)]
@@ -104,17 +64,31 @@ impl<B: Backend> Attention<B> {
     }
 
     /// [`Attention::forward`] plus the indexer KL loss ([`crate::indexer_loss`]) when
-    /// `opts.indexer_loss` is on and the layer has an indexer. The output does not depend on
-    /// `opts.indexer_loss`.
+    /// `opts.indexer_loss` is on and the layer has an indexer, for unpacked rows.
     pub fn forward_aux(
         &self,
         x: Tensor<B, 3>,
         opts: ForwardOptions,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
         let [b, s, _] = x.dims();
+        let layout = SampleLayout::whole(b, s, &x.device());
+        self.forward_samples(x, &layout, opts)
+    }
+
+    /// [`Attention::forward_aux`] for the samples of `layout`: each sample attends only to
+    /// itself (window, compressed entries, indexer candidates, rope positions), and the KL
+    /// counts only the layout's counted queries. The output does not depend on
+    /// `opts.indexer_loss`.
+    pub fn forward_samples(
+        &self,
+        x: Tensor<B, 3>,
+        layout: &SampleLayout<B>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
+        let [b, s, _] = x.dims();
         let (h, hd, rd) = (self.n_heads, self.head_dim, self.rope_dim);
         let device = x.device();
-        let table = RopeTable::new(&self.freqs, 0..s, &device);
+        let table = RopeTable::for_tokens(&self.freqs, layout, &device);
         let with_loss = opts.indexer_loss && self.indexer.is_some();
 
         let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
@@ -124,18 +98,25 @@ impl<B: Backend> Attention<B> {
         let kv = self.kv_norm.forward(self.wkv.forward(x.clone()));
         let kv = quantize_kv(table.rotate_tail3(kv, rd, false), rd, opts.fake_quant);
 
-        let (compressed, student) = self.compressed_keys(&x, &qr, &table, opts, with_loss);
+        let (compressed, student) = self.compressed_keys(&x, &qr, &table, layout, opts, with_loss);
+        let window = Window {
+            size: self.window,
+            mask: layout.window_mask(self.window),
+        };
         let (o, probs) = sink_attention_probs(
             q,
             kv,
             compressed.as_ref(),
             self.attn_sink.val(),
             (hd as f64).powf(-0.5),
-            self.window,
+            window,
             with_loss,
         );
         let loss = with_loss.then(|| match (probs, student, compressed) {
-            (Some(p), Some(scores), Some(c)) => indexer_kl(teacher(p), scores, c.visible),
+            (Some(p), Some(scores), Some(c)) => {
+                let counted = (!layout.all_counted()).then(|| layout.counted_tensor());
+                indexer_kl(teacher(p), scores, c.visible, counted)
+            }
             _ => Tensor::zeros([1], &device),
         });
         let o = table.rotate_tail(o, rd, true);
@@ -150,29 +131,34 @@ impl<B: Backend> Attention<B> {
         x: &Tensor<B, 3>,
         qr: &Tensor<B, 3>,
         table: &RopeTable<B>,
+        layout: &SampleLayout<B>,
         opts: ForwardOptions,
         with_loss: bool,
     ) -> (Option<CompressedKeys<B>>, Option<Tensor<B, 3>>) {
         let Some(comp) = self.compressor.as_ref() else {
             return (None, None);
         };
-        let Some(kv) = comp.forward(x, &self.freqs, CompressorKind::Main, opts.fake_quant) else {
+        let Some(entries) = layout.entries(self.ratio) else {
             return (None, None);
         };
-        let [b, s, _] = x.dims();
-        let n = kv.dims()[1];
-        let visible =
-            bool_tensor_from::<B, 3>(compressed_visible(s, n, self.ratio), [1, s, n], &x.device())
-                .expand([b, s, n]);
+        let kv = comp.forward_entries(
+            x,
+            &entries,
+            &self.freqs,
+            CompressorKind::Main,
+            opts.fake_quant,
+        );
+        let visible = entries.visible.clone();
         let sparse = opts.attention == AttentionMode::Sparse;
         let scores = match &self.indexer {
-            Some(ix) if sparse || with_loss => ix.scores(
+            Some(ix) if sparse || with_loss => Some(ix.scores_entries(
                 &x.clone().detach(),
                 &qr.clone().detach(),
                 table,
+                &entries,
                 &self.freqs,
                 opts.fake_quant,
-            ),
+            )),
             _ => None,
         };
         let visible = match (&self.indexer, &scores) {

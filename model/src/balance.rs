@@ -4,54 +4,15 @@
 //!   moves its selection bias by `b_i ← b_i + γ·sign(mean load − load_i)` (γ = 0.001 in V4). The
 //!   bias only changes which experts are chosen, never the gate weights. Hash-routed layers have
 //!   a fixed `tid2eid` table and no bias.
-//! - **Sequence-wise balance loss** `α·Σ_i f_i·P_i` (α = 1e-4 in V4, applied by the trainer): per
-//!   sequence of `T` tokens, `f_i = N_r/(K_r·T)·Σ_t 1[i ∈ topK(t)]` (a constant from the selected
-//!   ids) and `P_i = (1/T)·Σ_t s'_{i,t}` with `s'` the scores normalised over all experts, averaged
-//!   over the batch. As in V3 (HF `MoEGate`, Megatron's `seq_aux_loss`) the loss back-propagates
-//!   through the scores into the gate weight *and* the router input.
+//! - The sequence-wise balance loss itself is computed beside the router
+//!   ([`crate::balance_loss`]).
 
 use crate::error::ModelError;
 use crate::layer_aux::LayerAux;
 use crate::model::V4Model;
 use crate::router::{Router, Routing};
 use crate::util::{tensor_from, to_vec};
-use burn::tensor::{backend::Backend, Tensor};
-
-/// `Σ_i f_i·P_i` averaged over the `batch` sequences (without α), shape `[1]`.
-///
-/// `scores` `[batch·T, E]` are the router scores of the tokens in sequence-major order, `idx`
-/// the selected expert ids `[batch·T, top_k]` flattened; `normalise`: divide the scores by their
-/// sum over experts (false when they already sum to 1, e.g. softmax scoring).
-pub fn sequence_balance_loss<B: Backend>(
-    scores: Tensor<B, 2>,
-    idx: &[i64],
-    batch: usize,
-    top_k: usize,
-    normalise: bool,
-) -> Tensor<B, 1> {
-    let [n, e] = scores.dims();
-    let t = n / batch.max(1);
-    // f_i per sequence: N_r/(K_r·T) · (number of (token, slot) pairs routed to i).
-    let mut f = vec![0f32; batch * e];
-    let unit = e as f64 / (top_k as f64 * t as f64);
-    for (p, id) in idx.iter().enumerate() {
-        let seq = p / top_k / t.max(1);
-        if let (Some(row), Ok(i)) = (f.get_mut(seq * e..(seq + 1) * e), usize::try_from(*id)) {
-            if let Some(v) = row.get_mut(i) {
-                *v += unit as f32;
-            }
-        }
-    }
-    let f = tensor_from::<B, 3>(f, [batch, 1, e], &scores.device());
-    let s = scores.reshape([batch, t, e]);
-    let s = if normalise {
-        s.clone() / s.sum_dim(2)
-    } else {
-        s
-    };
-    let p = s.mean_dim(1); // [batch, 1, E]
-    (p * f).sum_dim(2).mean()
-}
+use burn::tensor::backend::Backend;
 
 /// The bias step of one layer: `rate·sign(mean − load_i)` per expert (0 where equal).
 pub fn bias_step(load: &[u64], rate: f64) -> Vec<f32> {

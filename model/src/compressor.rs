@@ -2,7 +2,8 @@
 //! (learned positional bias `ape`) into one compressed entry, then RMSNorm and rope at the block
 //! start. Ratio 4 overlaps: entry i pools the previous block's tokens through the first half of
 //! the channels and its own through the second half (8 candidates per channel). Only complete
-//! blocks are emitted. The main compressor fake-quantizes the non-rope dims to FP8; the indexer's
+//! blocks are emitted. With packed samples, blocks are counted from each sample's first token and
+//! the overlap never reaches into the previous sample ([`EntryLayout`]). The main compressor fake-quantizes the non-rope dims to FP8; the indexer's
 //! compressor Hadamard-rotates and fake-quantizes to FP4.
 
 use crate::fake_quant::{fake_fp4, fake_fp8};
@@ -10,6 +11,7 @@ use crate::hadamard::hadamard_rotate;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
 use crate::rope::RopeTable;
+use crate::sample_layout::{EntryLayout, SampleLayout};
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor};
@@ -43,8 +45,8 @@ pub struct Compressor<B: Backend> {
 }
 
 impl<B: Backend> Compressor<B> {
-    /// Compressed entries `[b, s / ratio, D]` of `x` `[b, s, d]`, or `None` when no block is
-    /// complete. `freqs` are the layer's rope frequencies.
+    /// Compressed entries `[b, s / ratio, D]` of unpacked rows `x` `[b, s, d]`, or `None` when
+    /// no block is complete. `freqs` are the layer's rope frequencies.
     pub fn forward(
         &self,
         x: &Tensor<B, 3>,
@@ -53,24 +55,45 @@ impl<B: Backend> Compressor<B> {
         fake_quant: bool,
     ) -> Option<Tensor<B, 3>> {
         let [b, s, _] = x.dims();
-        let (r, d) = (self.ratio, self.head_dim);
-        let n = s / r;
-        if n == 0 {
-            return None;
-        }
-        let xs = x.clone().slice_dim(1, 0..n * r);
+        let entries = SampleLayout::<B>::whole(b, s, &x.device()).entries(self.ratio)?;
+        Some(self.forward_entries(x, &entries, freqs, kind, fake_quant))
+    }
+
+    /// Compressed entries `[b, n, D]` of `x` `[b, s, d]` laid out by `entries` (packed samples:
+    /// blocks counted from each sample's first token, no overlap across samples).
+    pub fn forward_entries(
+        &self,
+        x: &Tensor<B, 3>,
+        entries: &EntryLayout<B>,
+        freqs: &[f32],
+        kind: CompressorKind,
+        fake_quant: bool,
+    ) -> Tensor<B, 3> {
+        let [b, s, dm] = x.dims();
+        let (r, d, n) = (self.ratio, self.head_dim, entries.n);
+        let xs = match &entries.gather {
+            None => x.clone().slice_dim(1, 0..n * r),
+            Some(idx) => x
+                .clone()
+                .reshape([b * s, dm])
+                .select(0, idx.clone())
+                .reshape([b, n * r, dm]),
+        };
         let cd = self.wkv.d_out();
         let mut kv = self.wkv.forward(xs.clone()).reshape([b, n, r, cd]);
         let ape = self.ape.val().reshape([1, 1, r, cd]);
         let mut score = self.wgate.forward(xs).reshape([b, n, r, cd]) + ape;
         if cd == 2 * d {
             // Overlap: candidates = previous block through channels [0, D) + own block through
-            // [D, 2D); the first entry has no previous block (value 0, score −inf).
+            // [D, 2D); an entry with no previous block in its sample gets value 0, score −inf.
             let device = x.device();
             let shift = |t: Tensor<B, 4>, fill: f32| {
                 let pad = Tensor::<B, 4>::full([b, 1, r, d], fill, &device);
                 let prev = t.clone().slice_dim(3, 0..d).slice_dim(1, 0..n - 1);
-                let prev = Tensor::cat(vec![pad, prev], 1);
+                let mut prev = Tensor::cat(vec![pad, prev], 1);
+                if let Some(first) = &entries.first {
+                    prev = prev.mask_fill(first.clone().expand([b, n, r, d]), fill);
+                }
                 Tensor::cat(vec![prev, t.slice_dim(3, d..2 * d)], 2)
             };
             kv = shift(kv, 0.0);
@@ -79,9 +102,9 @@ impl<B: Backend> Compressor<B> {
         let p = softmax(score, 2);
         let c = (kv * p).sum_dim(2).reshape([b, n, d]);
         let c = self.norm.forward(c);
-        let table = RopeTable::new(freqs, (0..n).map(|i| i * r), &x.device());
+        let table = RopeTable::for_entries(freqs, entries, b, &x.device());
         let c = table.rotate_tail3(c, self.rope_dim, false);
-        Some(match kind {
+        match kind {
             CompressorKind::Main => quantize_kv(c, self.rope_dim, fake_quant),
             CompressorKind::Indexer => {
                 let c = hadamard_rotate(c);
@@ -91,7 +114,7 @@ impl<B: Backend> Compressor<B> {
                     c
                 }
             }
-        })
+        }
     }
 }
 

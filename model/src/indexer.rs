@@ -10,6 +10,7 @@ use crate::fake_quant::fake_fp4;
 use crate::hadamard::hadamard_rotate;
 use crate::linear::Linear;
 use crate::rope::RopeTable;
+use crate::sample_layout::{EntryLayout, SampleLayout};
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::{backend::Backend, Bool, Tensor};
@@ -34,7 +35,8 @@ pub struct Indexer<B: Backend> {
 }
 
 impl<B: Backend> Indexer<B> {
-    /// Raw index scores `[b, s, n]` (before masking) and the number of compressed entries.
+    /// Raw index scores `[b, s, n]` (before masking) of unpacked rows, or `None` when no block
+    /// is complete.
     pub fn scores(
         &self,
         x: &Tensor<B, 3>,
@@ -44,10 +46,27 @@ impl<B: Backend> Indexer<B> {
         fake_quant: bool,
     ) -> Option<Tensor<B, 3>> {
         let [b, s, _] = x.dims();
+        let ratio = self.compressor.ratio;
+        let entries = SampleLayout::<B>::whole(b, s, &x.device()).entries(ratio)?;
+        Some(self.scores_entries(x, qr, table, &entries, freqs, fake_quant))
+    }
+
+    /// Raw index scores `[b, s, n]` against the entries laid out by `entries` (the same layout
+    /// as the main compressor's: packed samples' own blocks).
+    pub fn scores_entries(
+        &self,
+        x: &Tensor<B, 3>,
+        qr: &Tensor<B, 3>,
+        table: &RopeTable<B>,
+        entries: &EntryLayout<B>,
+        freqs: &[f32],
+        fake_quant: bool,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
         let (nh, hd) = (self.n_heads, self.head_dim);
-        let k = self
-            .compressor
-            .forward(x, freqs, CompressorKind::Indexer, fake_quant)?;
+        let k =
+            self.compressor
+                .forward_entries(x, entries, freqs, CompressorKind::Indexer, fake_quant);
         let n = k.dims()[1];
         let q = self.wq_b.forward(qr.clone()).reshape([b, s, nh, hd]);
         let q = hadamard_rotate(table.rotate_tail(q, self.rope_dim, false));
@@ -58,11 +77,9 @@ impl<B: Backend> Indexer<B> {
             .mul_scalar((hd as f64).powf(-0.5) * (nh as f64).powf(-0.5));
         let dots =
             relu(q.reshape([b, s * nh, hd]).matmul(k.swap_dims(1, 2))).reshape([b, s, nh, n]);
-        Some(
-            (dots * w.unsqueeze_dim::<4>(3))
-                .sum_dim(2)
-                .reshape([b, s, n]),
-        )
+        (dots * w.unsqueeze_dim::<4>(3))
+            .sum_dim(2)
+            .reshape([b, s, n])
     }
 
     /// Top-k selection `[b, s, n]` among the visible blocks (`visible` `[b, s, n]`).

@@ -76,14 +76,19 @@ pub fn kl_per_query<B: Backend>(
 }
 
 /// The loss `L` `[1]`: [`kl_per_query`] averaged over every (sequence, query) with at least one
-/// candidate entry; 0 when there is none.
+/// candidate entry that `counted` (`[b, s]`, 1 = counted; default all) keeps — padding and
+/// prompt tokens of packed samples are left out; 0 when there is none.
 pub fn indexer_kl<B: Backend>(
     target: Tensor<B, 3>,
     scores: Tensor<B, 3>,
     candidates: Tensor<B, 3, Bool>,
+    counted: Option<Tensor<B, 2>>,
 ) -> Tensor<B, 1> {
     let [b, s, _] = scores.dims();
-    let rows = candidates.clone().any_dim(2).reshape([b, s]).float();
+    let mut rows = candidates.clone().any_dim(2).reshape([b, s]).float();
+    if let Some(c) = counted {
+        rows = rows * c;
+    }
     let kl = kl_per_query(target, scores, candidates);
     let count = rows.clone().sum().clamp_min(1.0);
     (kl * rows).sum() / count
@@ -110,6 +115,7 @@ mod tests {
             tensor_from(p.clone(), [1, 3, 3], &dev),
             tensor_from(sc.clone(), [1, 3, 3], &dev),
             bool_tensor_from(cand.clone(), [1, 3, 3], &dev),
+            None,
         );
         let mut want = 0.0f64;
         for t in 1..3 {

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod balance;
+pub mod balance_loss;
 pub mod block;
 pub mod compressor;
 pub mod config;
@@ -24,16 +25,21 @@ pub mod moe;
 pub mod mtp;
 pub mod named;
 pub mod norm;
+pub mod options;
 pub mod rope;
 pub mod router;
+pub mod sample_layout;
+pub mod samples;
 pub mod sink_attention;
 pub mod util;
 pub mod weights;
 
-pub use attention::{AttentionMode, ForwardOptions};
 pub use config::{ModelConfig, RopeScaling, ScoringFunc};
 pub use error::ModelError;
 pub use inventory::{inventory, ReleaseDtype, TensorSpec};
 pub use layer_aux::{load_ratios, LayerAux, MoeAux};
 pub use model::{ModelOutput, V4Model};
+pub use options::{AttentionMode, ForwardOptions};
+pub use sample_layout::SampleLayout;
+pub use samples::SampleBounds;
 pub use weights::{MapSource, WeightSource};

@@ -2,7 +2,6 @@
 //! blocks, `hc_head` + final norm + output head, and the MTP blocks. The forward computes every
 //! position at once (training shape).
 
-use crate::attention::ForwardOptions;
 use crate::block::Block;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
@@ -11,6 +10,8 @@ use crate::linear::Linear;
 use crate::mhc::HcHead;
 use crate::mtp::MtpBlock;
 use crate::norm::RmsNorm;
+use crate::options::ForwardOptions;
+use crate::sample_layout::SampleLayout;
 use crate::util::to_vec_int;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Int, Tensor};
@@ -106,18 +107,50 @@ impl<B: Backend> V4Model<B> {
         opts: ForwardOptions,
     ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
         let [b, s] = ids.dims();
+        let layout = SampleLayout::whole(b, s, &ids.device()).mtp(k);
+        self.mtp_logits_samples(k, streams, ids, &layout, opts)
+    }
+
+    /// [`V4Model::mtp_logits`] with the block's own sample layout (`SampleLayout::mtp(k)` of
+    /// the batch's layout).
+    pub fn mtp_logits_samples(
+        &self,
+        k: usize,
+        streams: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        layout: &SampleLayout<B>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
+        let [b, s] = ids.dims();
         let n = streams.dims()[1] - 1;
         let x = streams.slice_dim(1, 0..n);
         let next = ids.slice([0..b, k + 1..s]);
         let e = self.embed_tokens(next.clone());
-        let (x, y, aux) = self.mtp[k].forward(x, e, next, opts);
+        let (x, y, aux) = self.mtp[k].forward_samples(x, e, next, layout, opts);
         (x, self.head.forward(y), aux)
     }
 
-    /// Full forward. `hidden`: keep every block's streams; `mtp`: run the MTP blocks.
+    /// Full forward of unpacked rows. `hidden`: keep every block's streams; `mtp`: run the MTP
+    /// blocks.
     pub fn forward(
         &self,
         ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+        hidden: bool,
+        mtp: bool,
+    ) -> ModelOutput<B> {
+        let [b, s] = ids.dims();
+        let layout = SampleLayout::whole(b, s, &ids.device());
+        self.forward_samples(ids, &layout, opts, hidden, mtp)
+    }
+
+    /// Full forward of the packed samples of `layout`: each sample is computed as if it stood
+    /// alone at the start of a sequence (positions, window, compressed entries, indexer
+    /// candidates, MTP), and the side outputs count only the layout's counted tokens.
+    pub fn forward_samples(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        layout: &SampleLayout<B>,
         opts: ForwardOptions,
         hidden: bool,
         mtp: bool,
@@ -126,7 +159,7 @@ impl<B: Backend> V4Model<B> {
         let mut kept = Vec::new();
         let mut aux = Vec::with_capacity(self.layers.len() + self.mtp.len());
         for layer in &self.layers {
-            let (y, a) = layer.forward_aux(x, ids.clone(), opts);
+            let (y, a) = layer.forward_samples(x, ids.clone(), layout, opts);
             x = y;
             aux.push(a);
             if hidden {
@@ -141,7 +174,8 @@ impl<B: Backend> V4Model<B> {
                 if streams.dims()[1] < 2 {
                     break;
                 }
-                let (next, lg, a) = self.mtp_logits(k, streams, ids.clone(), opts);
+                let sub = layout.mtp(k);
+                let (next, lg, a) = self.mtp_logits_samples(k, streams, ids.clone(), &sub, opts);
                 mtp_logits.push(lg);
                 aux.push(a);
                 streams = next;

@@ -2,16 +2,18 @@
 //! ±limit, gate branch above only), the routing weight applied before `w2`, plus one shared
 //! expert. Routed tokens are dispatched sparsely: (token, slot) pairs are grouped by expert on
 //! the host and each expert runs only on its own rows, so cost scales with top-k, not with the
-//! number of experts. Training options: the sequence-wise balance loss (see [`crate::balance`])
+//! number of experts. Training options: the sequence-wise balance loss (see
+//! [`crate::balance_loss`]; with packed samples, per sample and over counted tokens only)
 //! and FP4 QAT of the routed experts' weights (see [`crate::expert_qat`]).
 
-use crate::attention::ForwardOptions;
-use crate::balance::sequence_balance_loss;
+use crate::balance_loss::{group_balance_loss, sequence_balance_loss};
 use crate::config::ScoringFunc;
 use crate::expert_qat::fake_fp4_weight;
 use crate::layer_aux::MoeAux;
 use crate::linear::Linear;
+use crate::options::ForwardOptions;
 use crate::router::{Router, Routing};
+use crate::sample_layout::SampleLayout;
 use crate::util::{int_tensor_from, to_vec_int};
 use burn::module::Module;
 use burn::tensor::activation::silu;
@@ -101,11 +103,26 @@ impl<B: Backend> Moe<B> {
 
     /// [`Moe::forward`] plus the expert load, the sequence-wise balance loss when
     /// `opts.balance_loss` (score-routed layers only: hash routing is fixed, so there is nothing
-    /// for the loss to balance), and FP4 QAT of the routed experts when `opts.expert_fp4`.
+    /// for the loss to balance), and FP4 QAT of the routed experts when `opts.expert_fp4`, for
+    /// unpacked rows with every token counted.
     pub fn forward_aux(
         &self,
         x: Tensor<B, 3>,
         ids: Tensor<B, 2, Int>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 3>, MoeAux<B>) {
+        let [b, s, _] = x.dims();
+        let layout = SampleLayout::whole(b, s, &x.device());
+        self.forward_samples(x, ids, &layout, opts)
+    }
+
+    /// [`Moe::forward_aux`] for the samples of `layout`: the load and the balance loss count
+    /// only its counted tokens, and the balance loss's sequences are its samples.
+    pub fn forward_samples(
+        &self,
+        x: Tensor<B, 3>,
+        ids: Tensor<B, 2, Int>,
+        layout: &SampleLayout<B>,
         opts: ForwardOptions,
     ) -> (Tensor<B, 3>, MoeAux<B>) {
         let [b, s, d] = x.dims();
@@ -117,12 +134,23 @@ impl<B: Backend> Moe<B> {
         let idx = to_vec_int(idx);
         let groups = group_by_expert(&idx, self.experts.len());
         let biased = matches!(self.gate.routing, Routing::Score(_));
+        let plain = !layout.is_packed() && layout.all_counted();
         let balance_loss = (opts.balance_loss && biased).then(|| {
             let normalise = self.gate.scoring != ScoringFunc::Softmax;
-            sequence_balance_loss(scores, &idx, b, k, normalise)
+            if plain {
+                sequence_balance_loss(scores, &idx, b, k, normalise)
+            } else {
+                let (of, count) = layout.balance_groups();
+                group_balance_loss(scores, &idx, &of, count, k, normalise)
+            }
         });
+        let counted = layout.counted();
+        let expert_load = groups
+            .iter()
+            .map(|g| g.iter().filter(|&&p| counted[p / k]).count() as u64)
+            .collect();
         let aux = MoeAux {
-            expert_load: groups.iter().map(|g| g.len() as u64).collect(),
+            expert_load,
             biased,
             balance_loss,
         };

@@ -3,12 +3,13 @@
 //! full window-attention block, and predicts token t+2 through its own `hc_head` and norm and the
 //! shared output head.
 
-use crate::attention::ForwardOptions;
 use crate::block::Block;
 use crate::layer_aux::LayerAux;
 use crate::linear::Linear;
 use crate::mhc::HcHead;
 use crate::norm::RmsNorm;
+use crate::options::ForwardOptions;
+use crate::sample_layout::SampleLayout;
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Int, Tensor};
 
@@ -42,10 +43,26 @@ impl<B: Backend> MtpBlock<B> {
         next_ids: Tensor<B, 2, Int>,
         opts: ForwardOptions,
     ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
+        let [b, s, _, _] = streams.dims();
+        let layout = SampleLayout::whole(b, s, &streams.device());
+        self.forward_samples(streams, next_embed, next_ids, &layout, opts)
+    }
+
+    /// [`MtpBlock::forward`] for packed samples: `layout` covers the block's positions (see
+    /// [`SampleLayout::mtp`]); a position whose next token lies in the next sample belongs to
+    /// no prediction and is not counted.
+    pub fn forward_samples(
+        &self,
+        streams: Tensor<B, 4>,
+        next_embed: Tensor<B, 3>,
+        next_ids: Tensor<B, 2, Int>,
+        layout: &SampleLayout<B>,
+        opts: ForwardOptions,
+    ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
         let e = self.e_proj.forward(self.enorm.forward(next_embed));
         let h = self.h_proj.forward(self.hnorm.forward(streams));
         let x = h + e.unsqueeze_dim::<4>(2);
-        let (x, aux) = self.block.forward_aux(x, next_ids, opts);
+        let (x, aux) = self.block.forward_samples(x, next_ids, layout, opts);
         let y = self.norm.forward(self.hc_head.forward(x.clone()));
         (x, y, aux)
     }

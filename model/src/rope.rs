@@ -6,6 +6,7 @@
 //! because angle rounding at large positions is visible at the parity tolerance.
 
 use crate::config::ModelConfig;
+use crate::sample_layout::{EntryLayout, SampleLayout};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// Inverse frequencies `f_i`, i < rope_dim/2, for one layer kind.
@@ -51,44 +52,83 @@ pub fn yarn_freqs(dim: usize, base: f64, yarn: Option<&crate::config::RopeScalin
     freqs
 }
 
-/// Cos/sin tables `[n_positions, rope_dim/2]` for the given positions.
+/// Cos/sin tables `[rows, n_positions, rope_dim/2]` (`rows` is 1 when every row of the batch
+/// has the same positions, else the batch size).
 #[derive(Debug, Clone)]
 pub struct RopeTable<B: Backend> {
     /// `cos(pos · f_i)`.
-    pub cos: Tensor<B, 2>,
+    pub cos: Tensor<B, 3>,
     /// `sin(pos · f_i)`.
-    pub sin: Tensor<B, 2>,
+    pub sin: Tensor<B, 3>,
 }
 
 impl<B: Backend> RopeTable<B> {
-    /// Tables for `positions` (angles `fl32(pos · f_i)`).
+    /// Tables for `positions`, shared by every row (angles `fl32(pos · f_i)`).
     pub fn new(freqs: &[f32], positions: impl Iterator<Item = usize>, device: &B::Device) -> Self {
+        let positions: Vec<usize> = positions.collect();
+        let n = positions.len();
+        Self::per_row(freqs, &positions, 1, n, device)
+    }
+
+    /// Tables for `rows × n` positions (row-major `positions`), one row per batch row.
+    pub fn per_row(
+        freqs: &[f32],
+        positions: &[usize],
+        rows: usize,
+        n: usize,
+        device: &B::Device,
+    ) -> Self {
         let half = freqs.len();
-        let mut cos = Vec::new();
-        let mut sin = Vec::new();
-        let mut n = 0;
-        for p in positions {
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
             for f in freqs {
                 let a = p as f32 * f;
                 cos.push(a.cos());
                 sin.push(a.sin());
             }
-            n += 1;
         }
         Self {
-            cos: crate::util::tensor_from(cos, [n, half], device),
-            sin: crate::util::tensor_from(sin, [n, half], device),
+            cos: crate::util::tensor_from(cos, [rows, n, half], device),
+            sin: crate::util::tensor_from(sin, [rows, n, half], device),
         }
+    }
+
+    /// The table of a batch's tokens: positions `0..s` for unpacked rows, or each token's
+    /// position inside its sample ([`SampleLayout::positions`]).
+    pub fn for_tokens(freqs: &[f32], layout: &SampleLayout<B>, device: &B::Device) -> Self {
+        let (b, s) = (layout.bounds().rows(), layout.bounds().seq());
+        match layout.positions() {
+            None => Self::new(freqs, 0..s, device),
+            Some(p) => Self::per_row(freqs, &p, b, s, device),
+        }
+    }
+
+    /// The table of compressed entries: each entry's first-token position in its sample.
+    pub fn for_entries(
+        freqs: &[f32],
+        entries: &EntryLayout<B>,
+        rows: usize,
+        device: &B::Device,
+    ) -> Self {
+        let n = entries.n;
+        let rows = if entries.positions.len() == n {
+            1
+        } else {
+            rows
+        };
+        Self::per_row(freqs, &entries.positions, rows, n, device)
     }
 
     /// Rotates `x` `[b, s, h, r]` (r = rope dims, s = table rows); `inverse` rotates by `−pos`.
     pub fn rotate(&self, x: Tensor<B, 4>, inverse: bool) -> Tensor<B, 4> {
         let [b, s, h, r] = x.dims();
+        let rows = self.cos.dims()[0];
         let pairs = x.reshape([b, s, h, r / 2, 2]);
         let a = pairs.clone().slice_dim(4, 0..1);
         let bb = pairs.slice_dim(4, 1..2);
-        let cos = self.cos.clone().reshape([1, s, 1, r / 2, 1]);
-        let mut sin = self.sin.clone().reshape([1, s, 1, r / 2, 1]);
+        let cos = self.cos.clone().reshape([rows, s, 1, r / 2, 1]);
+        let mut sin = self.sin.clone().reshape([rows, s, 1, r / 2, 1]);
         if inverse {
             sin = sin.neg();
         }

@@ -3,7 +3,8 @@
 //! per-head sink logit that joins the softmax denominator only (a key whose value is zero).
 //!
 //! The window part is computed in chunks of `window` queries against their `2·window` candidate
-//! keys, so cost is O(s · window), not O(s²). Compressed entries are scored densely and masked
+//! keys, so cost is O(s · window), not O(s²); with packed samples a `[b, chunks, w, 2w]` mask
+//! keeps each query's keys inside its sample. Compressed entries are scored densely and masked
 //! (visibility, and the indexer's top-k selection for CSA).
 
 use crate::masks::WindowLayout;
@@ -20,6 +21,23 @@ pub struct CompressedKeys<B: Backend> {
     pub visible: Tensor<B, 3, Bool>,
 }
 
+/// The sliding window of one attention call: its length and, for packed samples, the
+/// `[b, chunks, w, 1, 2w]` validity that keeps keys inside the query's sample
+/// ([`crate::sample_layout::SampleLayout::window_mask`]).
+#[derive(Debug, Clone)]
+pub struct Window<B: Backend> {
+    /// Keys per query (`sliding_window`).
+    pub size: usize,
+    /// Sample-aware validity; `None`: every row unpacked.
+    pub mask: Option<Tensor<B, 5, Bool>>,
+}
+
+impl<B: Backend> From<usize> for Window<B> {
+    fn from(size: usize) -> Self {
+        Self { size, mask: None }
+    }
+}
+
 /// `o[b,t,h] = Σ_j p_j kv_j` with `p = softmax([scores over window ∪ compressed, sink_h])`
 /// restricted to visible keys; `q` `[b, s, H, D]`, `kv` `[b, s, D]`, `sink` `[H]`.
 pub fn sink_attention<B: Backend>(
@@ -28,7 +46,7 @@ pub fn sink_attention<B: Backend>(
     compressed: Option<&CompressedKeys<B>>,
     sink: Tensor<B, 1>,
     scale: f64,
-    window: usize,
+    window: impl Into<Window<B>>,
 ) -> Tensor<B, 4> {
     sink_attention_probs(q, kv, compressed, sink, scale, window, false).0
 }
@@ -43,11 +61,12 @@ pub fn sink_attention_probs<B: Backend>(
     compressed: Option<&CompressedKeys<B>>,
     sink: Tensor<B, 1>,
     scale: f64,
-    window: usize,
+    window: impl Into<Window<B>>,
     want_probs: bool,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
     let [b, s, h, d] = q.dims();
     let device = q.device();
+    let Window { size: window, mask } = window.into();
     let layout = WindowLayout::new(s, window);
     let (nc, w, k) = (layout.chunks, window, layout.keys());
     let sp = nc * w;
@@ -68,8 +87,9 @@ pub fn sink_attention_probs<B: Backend>(
         .matmul(kvc.clone().swap_dims(2, 3))
         .mul_scalar(scale)
         .reshape([b, nc, w, h, k]);
-    let valid =
-        bool_tensor_from::<B, 5>(layout.mask(), [1, nc, w, 1, k], &device).expand([b, nc, w, h, k]);
+    let valid = mask
+        .unwrap_or_else(|| bool_tensor_from::<B, 5>(layout.mask(), [1, nc, w, 1, k], &device))
+        .expand([b, nc, w, h, k]);
     let sw = sw
         .mask_fill(valid.bool_not(), f32::NEG_INFINITY)
         .reshape([b, sp, h, k])

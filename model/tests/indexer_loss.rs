@@ -441,6 +441,7 @@ fn kl_is_zero_for_a_matching_student_and_positive_otherwise() {
         p.clone(),
         Tensor::from_data(TensorData::new(matching, [1, s, n]), &dev),
         cand_t.clone(),
+        None,
     );
     let zero = values(zero)[0];
     assert!(zero.abs() < 1e-6, "matching student: KL {zero}");

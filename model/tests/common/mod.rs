@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod packed;
+
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
