@@ -8,7 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
-use v4_model::{inventory, ForwardOptions, V4Model, WeightSource};
+use v4_model::{check_token_ids, inventory, ForwardOptions, V4Model, WeightSource};
 
 /// Arguments of `v4train forward`.
 #[derive(clap::Args, Debug)]
@@ -97,15 +97,15 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
     let t0 = Instant::now();
     let dir = ModelDir::open(&args.model)?;
     let cfg = dir.config().clone();
+    // Ids are checked on the host, as i64, before the model is loaded or any tensor is built.
+    let (ids, shape) = read_input_ids(&args.input)?;
+    check_token_ids(&ids, shape, cfg.vocab_size)
+        .with_context(|| format!("{}", args.input.display()))?;
     dir.check_against(&inventory(&cfg))?;
     let model = V4Model::<B>::load(&cfg, &dir as &dyn WeightSource, device)?;
     let load_s = t0.elapsed().as_secs_f64();
 
-    let (ids, shape) = read_input_ids(&args.input)?;
     let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, shape), device);
-    model
-        .check_ids(&ids)
-        .with_context(|| format!("{}", args.input.display()))?;
     let opts = ForwardOptions {
         fake_quant: !args.no_fake_quant,
         ..Default::default()

@@ -4,11 +4,13 @@ mod bench_optim_cmd;
 mod chat_encode_cmd;
 mod export_cmd;
 mod forward_cmd;
+mod global_args;
 mod optim_plan_cmd;
 mod train_cmd;
 
 use burn::backend::Autodiff;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use global_args::{DeviceKind, GlobalArgs};
 
 /// mimalloc keeps freed tensor buffers for reuse instead of unmapping them every step.
 #[global_allocator]
@@ -26,15 +28,6 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-/// Compute device.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum DeviceKind {
-    /// CPU (Burn's `flex` backend).
-    Cpu,
-    /// NVIDIA GPU (build with `--features cuda`).
-    Cuda,
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "v4train",
@@ -42,9 +35,8 @@ enum DeviceKind {
     about = "Train, fine-tune, run and export DeepSeek-V4 models"
 )]
 struct Cli {
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, global = true)]
-    device: DeviceKind,
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +71,8 @@ enum BenchCommand {
 #[derive(Parser, Debug)]
 #[command(name = "v4train")]
 struct RecipeCli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(flatten)]
     args: train_cmd::TrainArgs,
 }
@@ -115,32 +109,43 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Forward(a) => with_backend!(cli.device, |B, dev| forward_cmd::run::<B>(a, &dev)),
+    let mut cli = Cli::parse();
+    let mut global = cli.global;
+    // `v4train RECIPE.toml ...` is `v4train train RECIPE.toml ...`: what follows the path is
+    // parsed again, global options included (those after the path win).
+    if let Command::Recipe(argv) = &cli.command {
+        let r = RecipeCli::try_parse_from(
+            std::iter::once("v4train").chain(argv.iter().map(String::as_str)),
+        )
+        .unwrap_or_else(|e| e.exit());
+        global = global.then(r.global);
+        cli.command = Command::Train(r.args);
+    }
+    let result = global
+        .apply()
+        .and_then(|()| run(&cli.command, global.device()));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs the parsed command on `device`.
+fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
+    match command {
+        Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
         Command::Train(a) => {
-            with_backend!(cli.device, |B, dev| train_cmd::run::<Autodiff<B>>(a, &dev))
+            with_backend!(device, |B, dev| train_cmd::run::<Autodiff<B>>(a, &dev))
         }
-        Command::Recipe(argv) => {
-            let parsed = RecipeCli::try_parse_from(
-                std::iter::once("v4train").chain(argv.iter().map(String::as_str)),
-            );
-            match parsed {
-                Ok(r) => with_backend!(cli.device, |B, dev| train_cmd::run::<Autodiff<B>>(
-                    &r.args, &dev
-                )),
-                Err(e) => e.exit(),
-            }
-        }
+        Command::Recipe(argv) => Err(anyhow::anyhow!(
+            "unrecognized command {:?}",
+            argv.first().map_or("", String::as_str)
+        )),
         Command::Export(a) => export_cmd::run(a),
         Command::ChatEncode(a) => chat_encode_cmd::run(a),
         Command::OptimPlan(a) => optim_plan_cmd::run(a),
         Command::Bench(BenchCommand::Optim(a)) => {
-            with_backend!(cli.device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
+            with_backend!(device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
         }
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
     }
 }

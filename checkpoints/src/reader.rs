@@ -12,7 +12,7 @@ use safetensors::Dtype;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use v4_model::ModelConfig;
+use v4_model::{ModelConfig, ModelError};
 
 /// Suffixes of the scale companion of `<base>.weight` (`weight_scale_inv` is the V3/vLLM spelling).
 pub const SCALE_SUFFIXES: [&str; 2] = ["scale", "weight_scale_inv"];
@@ -114,8 +114,12 @@ impl ModelDir {
         };
         let config_json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| json(e.to_string()))?;
-        let config = ModelConfig::from_json_str(&text, &cfg_path.display().to_string())
-            .map_err(|e| json(e.to_string()))?;
+        // The error names the file once (ours), not twice.
+        let config = ModelConfig::from_json_str(&text, "").map_err(|e| match e {
+            ModelError::Config { message, .. } => json(format!("invalid config: {message}")),
+            ModelError::ConfigFile { message, .. } => json(message),
+            other => json(other.to_string()),
+        })?;
         let (weights_file, shards, location) = open_weights(&dir)?;
         Ok(Self {
             dir,

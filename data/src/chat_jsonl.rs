@@ -35,14 +35,11 @@ pub fn encode_chat_jsonl(
         source,
     })?;
     let mut count = 0;
-    for (n, line) in BufReader::new(file).lines().enumerate() {
+    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(|source| DataError::Io {
             path: input.to_path_buf(),
             source,
         })?;
-        if line.trim().is_empty() {
-            continue;
-        }
         let bad = |kind| BadRow {
             location: RowLocation {
                 file: input.to_path_buf(),
@@ -50,6 +47,13 @@ pub fn encode_chat_jsonl(
             },
             kind,
         };
+        let line = String::from_utf8(line).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            bad(BadRowKind::Malformed(format!("invalid UTF-8 at byte {at}")))
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
         let request: ChatRequest =
             serde_json::from_str(&line).map_err(|e| bad(BadRowKind::Malformed(e.to_string())))?;
         let encoding = encode_chat(&request.messages, &request.options(defaults))

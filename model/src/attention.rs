@@ -99,10 +99,7 @@ impl<B: Backend> Attention<B> {
         let kv = quantize_kv(table.rotate_tail3(kv, rd, false), rd, opts.fake_quant);
 
         let (compressed, student) = self.compressed_keys(&x, &qr, &table, layout, opts, with_loss);
-        let window = Window {
-            size: self.window,
-            mask: layout.window_mask(self.window),
-        };
+        let window = Window::for_sequence(self.window, s, layout);
         let (o, probs) = sink_attention_probs(
             q,
             kv,

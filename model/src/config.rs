@@ -320,6 +320,7 @@ impl ModelConfig {
                 "`compress_ratios[{i}]` = {r}; V4 supports only 0 (window), 4 (CSA) and 128 (HCA)"
             ));
         }
+        crate::config_limits::check_limits(self).or_else(err)?;
         if !self.qk_rope_head_dim.is_multiple_of(2) || self.qk_rope_head_dim > self.head_dim {
             return err(format!(
                 "`qk_rope_head_dim` = {} must be even and ≤ head_dim = {}",
@@ -362,11 +363,21 @@ impl ModelConfig {
                 self.rope_scaling.kind
             ));
         }
-        if self.rope_scaling.factor < 1.0 {
-            return err(format!(
-                "`rope_scaling.factor` = {} must be ≥ 1",
-                self.rope_scaling.factor
-            ));
+        let y = &self.rope_scaling;
+        if !(y.factor.is_finite() && y.factor >= 1.0) {
+            return err(format!("`rope_scaling.factor` = {} must be ≥ 1", y.factor));
+        }
+        for (key, v) in [("beta_fast", y.beta_fast), ("beta_slow", y.beta_slow)] {
+            if !(v.is_finite() && v > 0.0) {
+                return err(format!(
+                    "`rope_scaling.{key}` must be a positive number, got {v}"
+                ));
+            }
+        }
+        if y.original_max_position_embeddings == 0 {
+            return err(
+                "`rope_scaling.original_max_position_embeddings` must be ≥ 1, got 0".into(),
+            );
         }
         for (key, v) in [
             ("rope_theta", self.rope_theta),

@@ -12,6 +12,7 @@ use crate::mtp::MtpBlock;
 use crate::norm::RmsNorm;
 use crate::options::ForwardOptions;
 use crate::sample_layout::SampleLayout;
+use crate::token_ids::check_token_ids;
 use crate::util::to_vec_int;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Int, Tensor};
@@ -53,24 +54,16 @@ pub struct ModelOutput<B: Backend> {
 }
 
 impl<B: Backend> V4Model<B> {
-    /// Checks token ids: rank 2, non-empty, inside the vocabulary.
+    /// Checks token ids: non-empty, inside the vocabulary (reads the tensor back; callers holding
+    /// the ids on the host use [`crate::check_token_ids`] before building the tensor).
     pub fn check_ids(&self, ids: &Tensor<B, 2, Int>) -> Result<(), ModelError> {
-        let [b, s] = ids.dims();
-        if b == 0 || s == 0 {
-            return Err(ModelError::Input(format!(
-                "input_ids has shape [{b}, {s}]; need at least one token"
-            )));
-        }
-        let v = self.config.vocab_size as i64;
-        let vals = to_vec_int(ids.clone());
-        if let Some((i, bad)) = vals.iter().enumerate().find(|(_, t)| **t < 0 || **t >= v) {
-            return Err(ModelError::Input(format!(
-                "input_ids[{}, {}] = {bad} is outside the vocabulary [0, {v})",
-                i / s,
-                i % s
-            )));
-        }
-        Ok(())
+        let shape = ids.dims();
+        let vals = if shape.contains(&0) {
+            Vec::new()
+        } else {
+            to_vec_int(ids.clone())
+        };
+        check_token_ids(&vals, shape, self.config.vocab_size)
     }
 
     /// Token embeddings `[b, s, d]`.

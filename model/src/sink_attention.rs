@@ -32,6 +32,18 @@ pub struct Window<B: Backend> {
     pub mask: Option<Tensor<B, 5, Bool>>,
 }
 
+impl<B: Backend> Window<B> {
+    /// The window of `size` keys over `s` tokens (clamped to the sequence), with the sample
+    /// mask of `layout` when its rows are packed.
+    pub fn for_sequence(size: usize, s: usize, layout: &crate::SampleLayout<B>) -> Self {
+        let size = size.clamp(1, s.max(1));
+        Self {
+            size,
+            mask: layout.window_mask(size),
+        }
+    }
+}
+
 impl<B: Backend> From<usize> for Window<B> {
     fn from(size: usize) -> Self {
         Self { size, mask: None }
@@ -66,7 +78,14 @@ pub fn sink_attention_probs<B: Backend>(
 ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
     let [b, s, h, d] = q.dims();
     let device = q.device();
-    let Window { size: window, mask } = window.into();
+    let Window { size, mask } = window.into();
+    // A window at least as long as the sequence sees every earlier key; clamping it keeps the
+    // chunked layout O(s²) rather than O(window²) (a 2^20-token window on 3 tokens). A sample
+    // mask was built for the clamped window ([`Window::for_sequence`]).
+    let window = match &mask {
+        Some(m) => m.dims()[2],
+        None => size.clamp(1, s.max(1)),
+    };
     let layout = WindowLayout::new(s, window);
     let (nc, w, k) = (layout.chunks, window, layout.keys());
     let sp = nc * w;
@@ -141,8 +160,20 @@ mod tests {
     /// Dense reference: explicit loops over every (t, h) with the spec's visibility rules.
     #[test]
     fn matches_a_dense_loop_reference() {
+        matches_dense_reference(4);
+    }
+
+    /// A window at least as long as the sequence (up to 2^20 tokens on 11) is causal attention.
+    #[test]
+    fn long_windows_match_the_dense_reference() {
+        for w in [10, 11, 12, 64, 1 << 20] {
+            matches_dense_reference(w);
+        }
+    }
+
+    fn matches_dense_reference(w: usize) {
         let dev = Default::default();
-        let (b, s, h, d, w, n) = (1, 11, 2, 3, 4, 2);
+        let (b, s, h, d, n) = (1, 11, 2, 3, 2);
         let val = |i: usize| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0;
         let qv: Vec<f32> = (0..b * s * h * d).map(val).collect();
         let kvv: Vec<f32> = (0..b * s * d).map(|i| val(i + 7777)).collect();
@@ -182,7 +213,10 @@ mod tests {
                         .sum::<f32>()
                         / den;
                     let g = got[(t * h + hh) * d + c];
-                    assert!((g - want).abs() < 1e-6, "t {t} h {hh} c {c}: {g} vs {want}");
+                    assert!(
+                        (g - want).abs() < 1e-6,
+                        "w {w} t {t} h {hh} c {c}: {g} vs {want}"
+                    );
                 }
             }
         }

@@ -33,7 +33,7 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
-    /// Checks the betas lie in `[0, 1)` and ε is non-negative.
+    /// Checks the betas lie in `[0, 1)` and ε and the weight decay are finite and non-negative.
     pub fn validate(&self) -> Result<()> {
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -42,8 +42,12 @@ impl AdamWConfig {
                 )));
             }
         }
-        if self.eps < 0.0 {
-            return Err(OptimError::Config(format!("adamw eps {} < 0", self.eps)));
+        for (name, v) in [("eps", self.eps), ("weight_decay", self.weight_decay)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(OptimError::Config(format!(
+                    "`adamw.{name}` = {v} must be finite and >= 0"
+                )));
+            }
         }
         Ok(())
     }

@@ -39,6 +39,7 @@ impl OptimConfig {
     /// Resolves presets and validates every value.
     pub fn resolve(&self) -> Result<OptimSettings> {
         self.adamw.validate()?;
+        self.weight_decay.validate()?;
         let max_grad_norm = self.max_grad_norm.unwrap_or(0.0);
         if !(max_grad_norm.is_finite() && max_grad_norm >= 0.0) {
             return Err(OptimError::Config(format!(

@@ -137,6 +137,44 @@ impl MuonSettings {
     }
 }
 
+/// Most Newton–Schulz iterations a schedule may ask for (V4: 10); more is a typo, not a recipe.
+pub const MAX_NS_STEPS: usize = 1000;
+
+impl MuonSettings {
+    /// Checks the values a recipe can set: finite and in range, a bounded iteration count.
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(OptimError::Config(m));
+        let gamma = match self.scale {
+            UpdateScale::RmsMatched { gamma } => gamma,
+            UpdateScale::AspectRatio => 1.0,
+        };
+        for (key, v) in [
+            ("ns_eps", self.schedule.eps),
+            ("gamma", gamma),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("`muon.{key}` = {v} must be finite and >= 0"));
+            }
+        }
+        let mut total = 0usize;
+        for (i, stage) in self.schedule.stages.iter().enumerate() {
+            if let Some(c) = stage.coeffs.iter().find(|c| !c.is_finite()) {
+                return bad(format!(
+                    "`muon.ns_schedule` stage {i} has a coefficient {c}; coefficients must be finite"
+                ));
+            }
+            total = total.saturating_add(stage.steps);
+        }
+        if total > MAX_NS_STEPS {
+            return bad(format!(
+                "`muon.ns_schedule` runs {total} Newton–Schulz steps; at most {MAX_NS_STEPS}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl MuonConfig {
     /// Applies the overrides to the variant's preset and validates the result.
     pub fn resolve(&self) -> Result<MuonSettings> {
@@ -166,6 +204,7 @@ impl MuonConfig {
         }
         s.weight_decay = self.weight_decay.unwrap_or(s.weight_decay);
         s.ns_bf16 = self.ns_bf16;
+        s.check()?;
         Ok(s)
     }
 }

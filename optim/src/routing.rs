@@ -134,6 +134,28 @@ pub struct GroupDecay {
 }
 
 impl GroupDecay {
+    /// Checks every override is finite and non-negative.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let all = [
+            ("embed", self.embed),
+            ("head", self.head),
+            ("norm", self.norm),
+            ("hc_static", self.hc_static),
+            ("attn_sink", self.attn_sink),
+            ("ape", self.ape),
+            ("vector", self.vector),
+            ("matrix", self.matrix),
+        ];
+        for (group, v) in all {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                return Err(crate::error::OptimError::Config(format!(
+                    "`weight_decay.{group}` = {v} must be finite and >= 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The override for `group`, if any.
     pub fn get(&self, group: ParamGroup) -> Option<f64> {
         match group {

@@ -89,7 +89,11 @@ impl LrSchedule {
                 return bad("cosine needs total_steps > warmup_steps".into())
             }
             ScheduleKind::Wsd
-                if cfg.decay_steps == 0 || cfg.warmup_steps + cfg.decay_steps > cfg.total_steps =>
+                if cfg.decay_steps == 0
+                    || cfg
+                        .warmup_steps
+                        .checked_add(cfg.decay_steps)
+                        .is_none_or(|n| n > cfg.total_steps) =>
             {
                 return bad("wsd needs 0 < decay_steps <= total_steps - warmup_steps".into())
             }

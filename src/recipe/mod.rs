@@ -29,7 +29,9 @@ pub use log::LogConfig;
 pub use loss::LossConfig;
 pub use model::{ModelRecipe, ModelSource};
 pub use overrides::Override;
-pub use train::{Attention, Dtype, Freeze, NanPolicy, TrainConfig};
+pub use train::{
+    Attention, Dtype, Freeze, NanPolicy, TrainConfig, MAX_MICRO_TOKENS, MAX_STEP_TOKENS,
+};
 
 use de::{blame, path, typed};
 use source::SourceMap;
@@ -142,6 +144,9 @@ impl Recipe {
         let train: TrainConfig = typed(src, &["train"], Value::Table(train))?;
         for (key, v) in train.positive() {
             at_least_one(src, &["train", key], v)?;
+        }
+        if let Some((key, message)) = train.size_error() {
+            return Err(src.error(&path(&["train", key]), message));
         }
         let model = ModelRecipe::parse(src, model)?;
         let data = DataRecipe::parse(src, data, &train)?;

@@ -103,10 +103,42 @@ impl Default for TrainConfig {
     }
 }
 
+/// Most tokens in one forward pass (`micro_batch × seq_len`): ids and positions are 32-bit
+/// integers on the CPU backend.
+pub const MAX_MICRO_TOKENS: u64 = i32::MAX as u64;
+/// Most tokens in one optimizer step (`micro_batch × seq_len × grad_accum`; V4 used 2^26).
+pub const MAX_STEP_TOKENS: u64 = 1 << 40;
+
 impl TrainConfig {
     /// Sequences per optimizer step.
     pub fn global_batch(&self) -> usize {
         self.micro_batch * self.grad_accum
+    }
+
+    /// The batch geometry's first broken size limit, as (key, message).
+    pub(crate) fn size_error(&self) -> Option<(&'static str, String)> {
+        let (b, s, a) = (
+            self.micro_batch as u64,
+            self.seq_len as u64,
+            self.grad_accum as u64,
+        );
+        if b.checked_mul(s).is_none_or(|n| n > MAX_MICRO_TOKENS) {
+            return Some((
+                "seq_len",
+                format!(
+                    "× micro_batch = {s} × {b} tokens per forward pass; at most {MAX_MICRO_TOKENS} are supported"
+                ),
+            ));
+        }
+        if (b * s).checked_mul(a).is_none_or(|n| n > MAX_STEP_TOKENS) {
+            return Some((
+                "grad_accum",
+                format!(
+                    "= {a} makes {a} × {b} × {s} tokens per optimizer step; at most {MAX_STEP_TOKENS} are supported"
+                ),
+            ));
+        }
+        None
     }
 
     /// Keys that must be ≥ 1, with their values.
