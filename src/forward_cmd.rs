@@ -1,6 +1,6 @@
 //! `v4train forward`: loads a V4 model directory and runs the full-sequence forward (training
-//! shape) on token ids from a safetensors file, writing logits, MTP logits and optionally every
-//! block's hyper-connection streams.
+//! shape) on token ids from a safetensors file — optionally packed samples, each computed as if
+//! alone — writing logits, MTP logits and optionally every block's hyper-connection streams.
 
 use anyhow::{bail, Context};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
@@ -8,7 +8,9 @@ use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use v4_checkpoints::ModelDir;
-use v4_model::{check_token_ids, inventory, ForwardOptions, V4Model, WeightSource};
+use v4_model::{
+    check_token_ids, inventory, ForwardOptions, SampleBounds, SampleLayout, V4Model, WeightSource,
+};
 
 /// Arguments of `v4train forward`.
 #[derive(clap::Args, Debug)]
@@ -28,20 +30,30 @@ pub struct ForwardArgs {
     /// Switch off the FP8/FP4 fake quantization of KV and indexer paths.
     #[arg(long)]
     pub no_fake_quant: bool,
+    /// Safetensors file holding `segment_ids` [B, S] (int64 or int32): the packed sample each
+    /// token belongs to, non-decreasing along a row. Each sample is computed as if alone
+    /// (V4's sample-level attention masking). Without it a row is one sample.
+    #[arg(long, value_name = "SEGMENTS.safetensors")]
+    pub segments: Option<PathBuf>,
 }
 
 /// Reads `input_ids` from a safetensors file as a [B, S] int64 array.
 pub fn read_input_ids(path: &Path) -> anyhow::Result<(Vec<i64>, [usize; 2])> {
+    read_int_matrix(path, "input_ids")
+}
+
+/// Reads the int64 / int32 tensor `name` [B, S] of a safetensors file as int64.
+pub fn read_int_matrix(path: &Path, name: &str) -> anyhow::Result<(Vec<i64>, [usize; 2])> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let view = st
-        .tensor("input_ids")
-        .with_context(|| format!("{}: no tensor `input_ids`", path.display()))?;
+        .tensor(name)
+        .with_context(|| format!("{}: no tensor `{name}`", path.display()))?;
     let shape = view.shape();
     if shape.len() != 2 {
         bail!(
-            "{}: `input_ids` must have rank 2 [B, S], found shape {shape:?}",
+            "{}: `{name}` must have rank 2 [B, S], found shape {shape:?}",
             path.display()
         );
     }
@@ -56,7 +68,7 @@ pub fn read_input_ids(path: &Path) -> anyhow::Result<(Vec<i64>, [usize; 2])> {
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
             .collect(),
         other => bail!(
-            "{}: `input_ids` must be int64 or int32, found {other:?}",
+            "{}: `{name}` must be int64 or int32, found {other:?}",
             path.display()
         ),
     };
@@ -101,6 +113,21 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
     let (ids, shape) = read_input_ids(&args.input)?;
     check_token_ids(&ids, shape, cfg.vocab_size)
         .with_context(|| format!("{}", args.input.display()))?;
+    let bounds = match &args.segments {
+        None => SampleBounds::whole(shape[0], shape[1]),
+        Some(p) => {
+            let (seg, seg_shape) = read_int_matrix(p, "segment_ids")?;
+            if seg_shape != shape {
+                bail!(
+                    "{}: `segment_ids` has shape {seg_shape:?}, `input_ids` of {} has {shape:?}",
+                    p.display(),
+                    args.input.display()
+                );
+            }
+            SampleBounds::from_ids(&seg, shape[0], shape[1])
+                .with_context(|| format!("{}", p.display()))?
+        }
+    };
     dir.check_against(&inventory(&cfg))?;
     let model = V4Model::<B>::load(&cfg, &dir as &dyn WeightSource, device)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -111,7 +138,9 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
         ..Default::default()
     };
     let t1 = Instant::now();
-    let out = model.forward(ids, opts, args.hidden, true);
+    let samples = bounds.count();
+    let layout = SampleLayout::new(bounds, None, device);
+    let out = model.forward_samples(ids, &layout, opts, args.hidden, true);
     let mut tensors = vec![host("logits".into(), out.logits)];
     for (k, lg) in out.mtp_logits.into_iter().enumerate() {
         let name = if k == 0 {
@@ -127,7 +156,7 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
     let fwd_s = t1.elapsed().as_secs_f64();
     write_outputs(&args.output, tensors)?;
     eprintln!(
-        "forward: {} × {} tokens, load {:.2}s, forward {:.3}s ({:.0} tokens/s), fake quant {}, wrote {}",
+        "forward: {} × {} tokens ({samples} samples), load {:.2}s, forward {:.3}s ({:.0} tokens/s), fake quant {}, wrote {}",
         shape[0],
         shape[1],
         load_s,

@@ -135,7 +135,8 @@ fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
     match command {
         Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
         Command::Train(a) => {
-            with_backend!(device, |B, dev| train_cmd::run::<Autodiff<B>>(a, &dev))
+            let gpu = device == DeviceKind::Cuda;
+            with_backend!(device, |B, dev| train_cmd::run::<Autodiff<B>>(a, gpu, &dev))
         }
         Command::Recipe(argv) => Err(anyhow::anyhow!(
             "unrecognized command {:?}",

@@ -29,6 +29,7 @@ pub struct TrainArgs {
 /// Loads the recipe and trains on backend `B`.
 pub fn run<B: burn::tensor::backend::AutodiffBackend>(
     args: &TrainArgs,
+    gpu: bool,
     device: &B::Device,
 ) -> anyhow::Result<()> {
     let mut sets = args.set.clone();
@@ -39,6 +40,7 @@ pub fn run<B: burn::tensor::backend::AutodiffBackend>(
     let opts = RunOptions {
         overwrite: args.overwrite,
         dry_run: args.dry_run,
+        gpu,
     };
     let summary = v4train::train::run::<B>(&recipe, &opts, device)?;
     if let (Some(first), Some(last)) = (summary.losses.first(), summary.losses.last()) {

@@ -170,3 +170,93 @@ fn bad_inputs_fail_with_a_message() {
     assert_eq!(floats(&out, "mtp_logits").len(), 2 * 256);
     std::fs::remove_dir_all(dir).ok();
 }
+
+fn ints(path: &Path, name: &str) -> Vec<i64> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    v.data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn write_i64(path: &Path, name: &str, shape: Vec<usize>, values: &[i64]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(Dtype::I64, shape, &bytes).unwrap();
+    safetensors::serialize_to_file(vec![(name, view)], None, path).unwrap();
+}
+
+/// `--segments`: a row packing the reference sequence's first 170 tokens and its first 130 as
+/// two samples gives, for each sample, DeepSeek's own logits and MTP logits of that prefix
+/// (causal: the full sequence's first positions) within 1e-4; bad segment files are errors.
+#[test]
+fn forward_segments_compute_each_sample_alone() {
+    let dir = std::env::temp_dir().join(format!("v4train-seg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let io = fixture("tiny_b/io.safetensors");
+    let ids = ints(&io, "input_ids");
+    let (a, b) = (170, 130);
+    let mut row = ids[..a].to_vec();
+    row.extend(&ids[..b]);
+    let input = dir.join("ids.safetensors");
+    write_i64(&input, "input_ids", vec![1, a + b], &row);
+    let seg: Vec<i64> = (0..a + b).map(|t| i64::from(t >= a)).collect();
+    let segments = dir.join("seg.safetensors");
+    write_i64(&segments, "segment_ids", vec![1, a + b], &seg);
+    let out = dir.join("out.safetensors");
+    let [m, i, o, sg] =
+        [&fixture("tiny_b"), &input, &out, &segments].map(|p| p.to_str().unwrap().to_string());
+    let args = [
+        "forward",
+        "--model",
+        &m,
+        "--input",
+        &i,
+        "--output",
+        &o,
+        "--no-fake-quant",
+    ];
+    let run = v4train(&[&args[..], &["--segments", &sg]].concat());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && err.contains("(2 samples)"), "{err}");
+    let v = 256;
+    let (logits, want) = (floats(&out, "logits"), floats(&io, "logits"));
+    let (mtp, want_mtp) = (floats(&out, "mtp_logits"), floats(&io, "mtp_logits"));
+    for (start, len) in [(0, a), (a, b)] {
+        let (max, _, _) = errors(&logits[start * v..(start + len) * v], &want[..len * v]);
+        assert!(max <= 1e-4, "sample at {start}: logits max abs error {max}");
+        let n = len - 1;
+        let (max, _, _) = errors(&mtp[start * v..(start + n) * v], &want_mtp[..n * v]);
+        assert!(max <= 1e-4, "sample at {start}: MTP max abs error {max}");
+    }
+    // Without --segments the second copy sees the first: its logits differ from the prefix's.
+    let run = v4train(&args);
+    assert!(run.status.success());
+    let (max, _, _) = errors(&floats(&out, "logits")[a * v..(a + b) * v], &want[..b * v]);
+    assert!(max > 1e-2, "unmasked packing should differ, max {max}");
+
+    let bad = [
+        (
+            vec![1, a + b],
+            {
+                let mut s = seg.clone();
+                s[200] = 0;
+                s
+            },
+            "segment_ids[0, 200] = 0 is smaller than",
+        ),
+        (vec![2, (a + b) / 2], seg.clone(), "has shape [2, 150]"),
+    ];
+    for (shape, values, msg) in bad {
+        write_i64(&segments, "segment_ids", shape, &values);
+        let run = v4train(&[&args[..], &["--segments", &sg]].concat());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(msg) && err.contains("seg.safetensors"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use v4train::recipe::{
-    Attention, CheckpointConfig, DataRecipe, Dtype, Freeze, Location, LogConfig, LossConfig,
+    Attention, CheckpointConfig, DataSource, Dtype, Freeze, Location, LogConfig, LossConfig,
     ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
 };
 
@@ -53,7 +53,7 @@ fn tiny_pretrain_parses_and_validates() {
     assert_eq!(cfg.n_routed_experts, 4);
     assert_eq!(cfg.num_experts_per_tok, 2);
     assert_eq!(r.model.resolve().unwrap(), cfg);
-    assert!(matches!(r.data, DataRecipe::Synthetic(ref s) if s.seed == 1234));
+    assert!(matches!(r.data.source, DataSource::Synthetic(ref s) if s.seed == 1234));
     assert_eq!(r.train.steps, 60);
     assert_eq!(
         r.schedule.total_steps, 60,
@@ -71,7 +71,7 @@ fn full_ft_parses_and_validates() {
         ModelSource::Dir("checkpoints/DeepSeek-V4-Flash".into())
     );
     assert!(r.model.config.is_none());
-    let DataRecipe::Text(data) = &r.data else {
+    let DataSource::Text(data) = &r.data.source else {
         panic!("expected chat sources, got {:?}", r.data);
     };
     assert_eq!(data.seq_len, r.train.seq_len, "inherited from [train]");
@@ -314,7 +314,10 @@ fn defaults_are_as_documented() {
     assert_eq!(r.log.jsonl_path(run), Some("/abs/m.jsonl".into()));
     assert_eq!(r.log.tensorboard_path(run), None);
     assert!(error("[model]\npreset = \"v4-pro\"\n[log]\njsonl = 3\n", &[]).contains("[log] jsonl"));
-    assert!(matches!(r.data, DataRecipe::Synthetic(ref s) if s.seed == 0 && s.vocab.is_none()));
+    assert!(
+        matches!(r.data.source, DataSource::Synthetic(ref s) if s.seed == 0 && s.vocab.is_none())
+    );
+    assert!(r.data.sample_masking);
     assert_eq!(r.optim, v4_optim::OptimConfig::default());
     let s = &r.schedule;
     assert_eq!(s.kind, v4_optim::ScheduleKind::Wsd);

@@ -312,3 +312,23 @@ fn a_full_disk_leaves_no_partial_checkpoint() {
         "{leftovers:?}"
     );
 }
+
+#[test]
+fn a_step_that_cannot_fit_in_memory_is_refused_with_the_estimate() {
+    let dir = tmp("huge-seq");
+    let t0 = Instant::now();
+    let o = run(&args(&dir, 3), &["--set=train.seq_len=100000000"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for want in [
+        "needs an estimated",
+        "activations",
+        "seq_len (= 100000000)",
+        "--set train.skip_memory_check=true",
+    ] {
+        assert!(err.contains(want), "{want:?} missing in {err}");
+    }
+    assert!(!err.contains("step 1/"), "{err}");
+    eprintln!("refused after {:?}", t0.elapsed());
+    std::fs::remove_dir_all(dir).ok();
+}

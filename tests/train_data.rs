@@ -312,7 +312,7 @@ fn text_source_resumed_from_its_cursor_yields_the_same_batches() {
         if step == 5 {
             cursor = a.checkpoint_state().unwrap();
         }
-        batches.push(a.next(step, 0, rows, s, 1).unwrap());
+        batches.push(a.next(step, 0).unwrap());
     }
     // some long conversations do not fit 128 tokens: skipped, counted
     let (bad, shown) = a.bad_rows().expect("bad rows at seq_len 128");
@@ -326,11 +326,7 @@ fn text_source_resumed_from_its_cursor_yields_the_same_batches() {
     .unwrap();
     let mut b = BatchSource::open(&recipe, &cfg, Some(&ckpt)).unwrap();
     for (step, want) in batches.iter().enumerate().skip(5) {
-        assert_eq!(
-            &b.next(step as u64, 0, rows, s, 1).unwrap(),
-            want,
-            "step {step}"
-        );
+        assert_eq!(&b.next(step as u64, 0).unwrap(), want, "step {step}");
     }
     // labels: masked positions are ignore_index, the rest are the next input token
     let ignore = recipe.loss.ignore_index;
@@ -374,9 +370,8 @@ fn text_data_errors_are_clear() {
     let recipe = sft_recipe(&dir, &["data.repeat=false"]);
     let cfg = recipe.model.resolve().unwrap();
     let mut src = BatchSource::open(&recipe, &cfg, None).unwrap();
-    let s = recipe.train.seq_len;
     let err = (0..10_000u64)
-        .find_map(|step| src.next(step, 0, 1, s, 1).err())
+        .find_map(|step| src.next(step, 0).err())
         .unwrap();
     let err = format!("{err:#}");
     assert!(
@@ -445,7 +440,15 @@ fn tiny_sft_runs_end_to_end() {
     assert_eq!(m.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert!(m.iter().all(|x| x.1.is_finite()), "{m:?}");
     assert!(dir.join("step-000003").join(DATA_CURSOR).is_file());
-    assert!(err.contains("done: steps 0..3"), "{err}");
+    assert!(err.contains(", steps 0..3, loss"), "{err}");
+    // Conversations and documents are packed (and masked from each other): several per row.
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let spr = v["samples_per_row"].as_f64().unwrap();
+        assert!(spr > 1.0, "samples per row {spr}");
+    }
+    assert!(err.contains("samples/row"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
 

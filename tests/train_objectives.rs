@@ -145,9 +145,10 @@ fn mtp_weight_drops_at_lr_decay_and_balance_figures_are_logged() {
     let dir = tmp("mtp");
     run(&dir, &["train.steps=5", "loss.balance_alpha=1e-2"]);
     let m = metrics(&dir);
-    // Cosine with 2 warmup steps: decay starts at step index 2 (logged step 3).
+    // Cosine with 2 warm-up steps of 5: the LR is half-way from peak to floor at step index 4
+    // (logged step 5), where the late stage starts.
     let w: Vec<f64> = m.iter().map(|r| field(r, "mtp_weight")).collect();
-    assert_eq!(w, vec![0.3, 0.3, 0.1, 0.1, 0.1]);
+    assert_eq!(w, vec![0.3, 0.3, 0.3, 0.3, 0.1]);
     for r in &m {
         let load = field(r, "expert_load_max");
         assert!((1.0..=4.0).contains(&load), "max/mean load {load}");
@@ -179,5 +180,21 @@ fn mtp_weight_drops_at_lr_decay_and_balance_figures_are_logged() {
         .collect();
     assert!(bias.iter().all(|b| b.abs() <= 5e-3 + 1e-7), "{bias:?}");
     assert!(bias.iter().any(|b| *b != 0.0), "{bias:?}");
+    std::fs::remove_dir_all(&dir).ok();
+
+    // WSD: the late stage is the decay phase (the last 2 of 5 steps).
+    run(
+        &dir,
+        &[
+            "train.steps=5",
+            "schedule.kind=wsd",
+            "schedule.decay_steps=2",
+        ],
+    );
+    let w: Vec<f64> = metrics(&dir)
+        .iter()
+        .map(|r| field(r, "mtp_weight"))
+        .collect();
+    assert_eq!(w, vec![0.3, 0.3, 0.3, 0.1, 0.1]);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -148,14 +148,23 @@ impl<B: Backend> Attention<B> {
         let visible = entries.visible.clone();
         let sparse = opts.attention == AttentionMode::Sparse;
         let scores = match &self.indexer {
-            Some(ix) if sparse || with_loss => Some(ix.scores_entries(
-                &x.clone().detach(),
-                &qr.clone().detach(),
-                table,
-                &entries,
-                &self.freqs,
-                opts.fake_quant,
-            )),
+            Some(ix) if sparse || with_loss => {
+                // Without the KL nothing differentiates the scores: a no-grad copy of the
+                // indexer records (and keeps) no autodiff graph for them.
+                let ix = if with_loss {
+                    ix.clone()
+                } else {
+                    ix.clone().no_grad()
+                };
+                Some(ix.scores_entries(
+                    &x.clone().detach(),
+                    &qr.clone().detach(),
+                    table,
+                    &entries,
+                    &self.freqs,
+                    opts.fake_quant,
+                ))
+            }
             _ => None,
         };
         let visible = match (&self.indexer, &scores) {

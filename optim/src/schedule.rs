@@ -118,6 +118,22 @@ impl LrSchedule {
         }
     }
 
+    /// First step of the late stage of training, where V4 drops the MTP weight (0.3 → 0.1
+    /// "from the start of LR decay"): for WSD the first decay step; for cosine, which decays
+    /// from the end of warmup on with no stable phase, the step where the LR has come half-way
+    /// down from the peak to the floor (the cosine's midpoint, `warmup + ⌈(total − warmup)/2⌉`);
+    /// never for a constant schedule.
+    pub fn late_start(&self) -> Option<u64> {
+        let c = &self.cfg;
+        match c.kind {
+            ScheduleKind::Constant => None,
+            ScheduleKind::Cosine => {
+                Some(c.warmup_steps + (c.total_steps - c.warmup_steps).div_ceil(2))
+            }
+            ScheduleKind::Wsd => self.decay_start(),
+        }
+    }
+
     /// Learning rate of optimizer step `step` (0-based).
     pub fn lr(&self, step: u64) -> f64 {
         let c = &self.cfg;
@@ -173,5 +189,16 @@ mod decay_start_tests {
             assert!((10..d).all(|t| s.lr(t) == 1.0), "{kind:?}");
         }
         assert_eq!(sched(ScheduleKind::Wsd).decay_start(), Some(80));
+    }
+
+    #[test]
+    fn late_start_is_the_decay_phase_or_the_cosine_midpoint() {
+        assert_eq!(sched(ScheduleKind::Constant).late_start(), None);
+        assert_eq!(sched(ScheduleKind::Wsd).late_start(), Some(80));
+        let c = sched(ScheduleKind::Cosine);
+        let late = c.late_start().unwrap();
+        assert_eq!(late, 55);
+        // peak 1, floor 0.1: the LR is above the midpoint 0.55 before, at or below it from there
+        assert!(c.lr(late - 1) > 0.55 && c.lr(late) <= 0.55 + 1e-12);
     }
 }

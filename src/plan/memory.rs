@@ -37,7 +37,7 @@ use std::fmt;
 
 use super::activations::{activations, Activations};
 use super::params::{param_bytes, ParamBytes};
-use crate::recipe::{DataRecipe, Recipe};
+use crate::recipe::{DataSource, Recipe};
 use v4_model::ModelConfig;
 
 /// The binary, its libraries, thread stacks and the allocator's own structures: 21 MB resident
@@ -169,9 +169,9 @@ impl fmt::Display for MemoryEstimate {
 
 /// Runtime: process, tokenizer for text / chat data, allocator slack.
 fn runtime(recipe: &Recipe, act: &Activations) -> u64 {
-    let data = match recipe.data {
-        DataRecipe::Text(_) => TOKENIZER_BYTES,
-        DataRecipe::Synthetic(_) | DataRecipe::Tokens(_) => 0,
+    let data = match recipe.data.source {
+        DataSource::Text(_) => TOKENIZER_BYTES,
+        DataSource::Synthetic(_) | DataSource::Tokens(_) => 0,
     };
     let slack = (act.total() as f64 * SLACK_PER_ACTIVATION_BYTE).min(u64::MAX as f64 / 2.0) as u64;
     PROCESS_BYTES + data + SLACK_BASE_BYTES + slack

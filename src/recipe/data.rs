@@ -1,6 +1,8 @@
-//! `[data]`: where training tokens come from. `kind = "synthetic"` (a seeded random bigram chain),
-//! `kind = "tokens"` (a pre-tokenized safetensors / npy file), or the [`DataConfig`] form of
-//! `v4-data` for text and chat sources (`kind = "text"`, or any table with `[[data.sources]]`).
+//! `[data]`: where training tokens come from — `kind = "synthetic"` (a seeded random bigram
+//! chain), `kind = "tokens"` (a pre-tokenized safetensors / npy file), or the [`DataConfig`] form
+//! of `v4-data` for text and chat sources (`kind = "text"`, or any table with
+//! `[[data.sources]]`) — and whether packed samples are masked from each other
+//! (`sample_masking`, V4's sample-level attention masking; default on).
 
 use std::path::PathBuf;
 
@@ -22,6 +24,9 @@ pub struct SyntheticData {
     pub seed: u64,
     /// Ids are drawn from `0..vocab` (default: the model's `vocab_size`; at most that).
     pub vocab: Option<usize>,
+    /// Mean document length: rows pack documents of `doc_len/2 ..= 3·doc_len/2` tokens, each
+    /// starting the chain afresh (default 0: one document per row).
+    pub doc_len: usize,
 }
 
 /// `kind = "tokens"`: one flat array of token ids (I32 / I64 / U16 / U32; a 2-D `[n, L]` array
@@ -38,6 +43,10 @@ pub struct TokenFile {
     /// Seed of the window order (default: `[train] seed`).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// End-of-document token: a new sample starts after each one (default: none, every window
+    /// is one sample).
+    #[serde(default)]
+    pub eos_id: Option<i64>,
 }
 
 /// On-disk format of a [`TokenFile`], from its extension.
@@ -62,7 +71,27 @@ impl TokenFile {
 
 /// The `[data]` section.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DataRecipe {
+pub struct DataRecipe {
+    /// Where the tokens come from.
+    pub source: DataSource,
+    /// V4's sample-level attention masking: each packed sample attends only to itself, labels
+    /// and MTP targets never cross a sample boundary (default true; false keeps cross-document
+    /// context, e.g. for continued pretraining).
+    pub sample_masking: bool,
+}
+
+impl Default for DataRecipe {
+    fn default() -> Self {
+        Self {
+            source: DataSource::default(),
+            sample_masking: true,
+        }
+    }
+}
+
+/// Where training tokens come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
     /// Seeded synthetic tokens (default when `[data]` is absent).
     Synthetic(SyntheticData),
     /// A tokenized file.
@@ -71,9 +100,9 @@ pub enum DataRecipe {
     Text(DataConfig),
 }
 
-impl Default for DataRecipe {
+impl Default for DataSource {
     fn default() -> Self {
-        DataRecipe::Synthetic(SyntheticData::default())
+        DataSource::Synthetic(SyntheticData::default())
     }
 }
 
@@ -84,6 +113,33 @@ impl DataRecipe {
         mut table: Table,
         train: &TrainConfig,
     ) -> Result<Self> {
+        let sample_masking = match table.remove("sample_masking") {
+            None => true,
+            Some(Value::Boolean(b)) => b,
+            Some(other) => {
+                return Err(src.error(
+                    &path(&["data", "sample_masking"]),
+                    format!(
+                        "has the wrong type (expected true or false, got {})",
+                        other.type_str()
+                    ),
+                ))
+            }
+        };
+        Ok(Self {
+            source: DataSource::parse(src, table, train)?,
+            sample_masking,
+        })
+    }
+
+    /// Checks the synthetic vocabulary fits the model's.
+    pub(crate) fn check_vocab(&self, src: &SourceMap<'_>, model_vocab: usize) -> Result<()> {
+        self.source.check_vocab(src, model_vocab)
+    }
+}
+
+impl DataSource {
+    fn parse(src: &SourceMap<'_>, mut table: Table, train: &TrainConfig) -> Result<Self> {
         let kind = match table.remove("kind") {
             None if table.contains_key("sources") => "text".to_string(),
             None => "synthetic".to_string(),
@@ -100,7 +156,7 @@ impl DataRecipe {
         };
         let value = Value::Table(table);
         match kind.as_str() {
-            "synthetic" => Ok(DataRecipe::Synthetic(typed(src, &["data"], value)?)),
+            "synthetic" => Ok(DataSource::Synthetic(typed(src, &["data"], value)?)),
             "tokens" => {
                 let file: TokenFile = typed(src, &["data"], value)?;
                 if file.format().is_none() {
@@ -112,7 +168,7 @@ impl DataRecipe {
                         ),
                     ));
                 }
-                Ok(DataRecipe::Tokens(file))
+                Ok(DataSource::Tokens(file))
             }
             "text" => Self::text(src, value, train),
             other => Err(src.error(
@@ -148,12 +204,22 @@ impl DataRecipe {
                 ));
             }
         }
-        Ok(DataRecipe::Text(cfg))
+        Ok(DataSource::Text(cfg))
     }
 
-    /// Checks the synthetic vocabulary fits the model's.
-    pub(crate) fn check_vocab(&self, src: &SourceMap<'_>, model_vocab: usize) -> Result<()> {
-        if let DataRecipe::Synthetic(SyntheticData { vocab: Some(v), .. }) = self {
+    fn check_vocab(&self, src: &SourceMap<'_>, model_vocab: usize) -> Result<()> {
+        if let DataSource::Tokens(TokenFile {
+            eos_id: Some(e), ..
+        }) = self
+        {
+            if *e < 0 || *e >= model_vocab as i64 {
+                return Err(src.error(
+                    &path(&["data", "eos_id"]),
+                    format!("must be in 0..{model_vocab} (the model's vocab_size), got {e}"),
+                ));
+            }
+        }
+        if let DataSource::Synthetic(SyntheticData { vocab: Some(v), .. }) = self {
             if *v == 0 || *v > model_vocab {
                 return Err(src.error(
                     &path(&["data", "vocab"]),

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct LossConfig {
     /// Weight of the multi-token-prediction loss added to the main loss (default 0.3).
     pub mtp_weight: f64,
-    /// MTP weight from the first step of LR decay on (V4: 0.1; default 0.1). Set it equal to
+    /// MTP weight in the late stage of training (V4: 0.1 from the start of LR decay; default
+    /// 0.1): from the first decay step of a WSD schedule, from the midpoint of a cosine one,
+    /// never with a constant LR ([`v4_optim::LrSchedule::late_start`]). Set it equal to
     /// `mtp_weight` for a constant weight.
     pub mtp_weight_late: f64,
     /// Label id excluded from the loss (padding, masked prompt tokens; default -100).
@@ -52,9 +54,10 @@ impl LossConfig {
         ]
     }
 
-    /// The MTP weight of optimizer step `step` given the step where LR decay starts.
-    pub fn mtp_weight_at(&self, step: u64, decay_start: Option<u64>) -> f64 {
-        match decay_start {
+    /// The MTP weight of optimizer step `step` given the first step of the late stage
+    /// ([`v4_optim::LrSchedule::late_start`]).
+    pub fn mtp_weight_at(&self, step: u64, late_start: Option<u64>) -> f64 {
+        match late_start {
             Some(d) if step >= d => self.mtp_weight_late,
             _ => self.mtp_weight,
         }

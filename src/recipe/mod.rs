@@ -23,7 +23,7 @@ use toml::{Table, Value};
 use v4_optim::{LrSchedule, OptimConfig, ScheduleConfig};
 
 pub use checkpoint::{CheckpointConfig, Resume};
-pub use data::{DataRecipe, SyntheticData, TokenFile, TokenFormat};
+pub use data::{DataRecipe, DataSource, SyntheticData, TokenFile, TokenFormat};
 pub use error::{Location, RecipeError, Result};
 pub use log::LogConfig;
 pub use loss::LossConfig;

@@ -13,6 +13,7 @@ use crate::recipe::{Freeze, NanPolicy, Recipe};
 use anyhow::{anyhow, bail, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
 use v4_model::{ForwardOptions, V4Model};
 use v4_optim::V4Optimizer;
 
@@ -39,6 +40,8 @@ pub struct StepResult {
     pub grad_norm: f64,
     /// The step's expert load per block.
     pub loads: StepLoads,
+    /// Samples per row over the step's micro-batches (padding is not a sample).
+    pub samples_per_row: f64,
     /// False when the NaN policy skipped the update.
     pub applied: bool,
 }
@@ -57,23 +60,29 @@ pub fn train_step<B: AutodiffBackend>(
     // CE is averaged over every trained token of the step, not per micro-batch: with SFT masks
     // micro-batches carry different numbers of trained tokens.
     let main_total: usize = batches.iter().map(|b| b.trained(ignore)).sum();
-    let mtp_total: usize = batches.iter().map(|b| b.trained_from(1, ignore)).sum();
+    let mtp_labels: Vec<Vec<i64>> = batches.iter().map(|b| b.mtp_labels(0, ignore)).collect();
+    let mtp_total: usize = mtp_labels
+        .iter()
+        .map(|l| l.iter().filter(|&&x| x != ignore).count())
+        .sum();
     let n = batches.len() as f64;
     let mut grads = GradientsParams::new();
     let mut r = StepResult::default();
     let (mut main_sum, mut mtp_sum, mut kl_sum, mut bal_sum) = (0.0, 0.0, None, None);
-    for batch in batches {
+    for (batch, mtp_labels) in batches.iter().zip(mtp_labels) {
         let (ids, labels) = batch.tensors::<B>(device);
-        let s = batch.seq_len;
-        let out = model.forward(ids, cfg.opts, false, mtp_weight > 0.0);
-        let (main, kept) = cross_entropy(out.logits, labels.clone(), ignore);
+        let layout = batch.layout::<B>(ignore, device)?;
+        let out = model.forward_samples(ids, &layout, cfg.opts, false, mtp_weight > 0.0);
+        let (main, kept) = cross_entropy(out.logits, labels, ignore);
         let share = kept as f64 / main_total.max(1) as f64;
         main_sum += scalar(&main) * share;
         let mut loss = main.mul_scalar(share);
-        // MTP: `mtp_logits[0]` is [b, s − 1, V]; position t predicts the token after label t.
+        // MTP: `mtp_logits[0]` is [b, s − 1, V]; position t predicts the label of input t + 1
+        // (never across a masked sample boundary).
         if let Some(lg) = out.mtp_logits.first().filter(|_| mtp_weight > 0.0) {
-            let w = lg.dims()[1];
-            let (m, kept) = cross_entropy(lg.clone(), labels.slice_dim(1, s - w..s), ignore);
+            let [b, w, _] = lg.dims();
+            let targets = Tensor::from_data(TensorData::new(mtp_labels, [b, w]), device);
+            let (m, kept) = cross_entropy(lg.clone(), targets, ignore);
             let share = kept as f64 / mtp_total.max(1) as f64;
             mtp_sum += scalar(&m) * share;
             loss = loss + m.mul_scalar(mtp_weight * share);
@@ -89,6 +98,9 @@ pub fn train_step<B: AutodiffBackend>(
         grads = merge::<B>(&model, grads, g);
     }
     r.loss = main_sum;
+    let rows: usize = batches.iter().map(|b| b.rows).sum();
+    r.samples_per_row =
+        batches.iter().map(|b| b.samples).sum::<usize>() as f64 / rows.max(1) as f64;
     r.mtp_loss = (mtp_weight > 0.0).then_some(mtp_sum);
     (r.indexer_kl, r.balance) = (kl_sum, bal_sum);
     r.grad_norm = clip(&model, &mut grads, cfg.recipe.optim.max_grad_norm)?;

@@ -74,6 +74,9 @@ impl<'a> StepLog<'a> {
         if let Some(m) = r.loads.worst_biased_ratio() {
             s += &format!(" load-max {m:.2}");
         }
+        if r.samples_per_row != 1.0 {
+            s += &format!(" samples/row {:.1}", r.samples_per_row);
+        }
         s + &format!(" {:.0} tok/s", self.tokens_per_s)
     }
 
@@ -91,6 +94,7 @@ impl<'a> StepLog<'a> {
                 .worst_biased_ratio()
                 .map(|v| ("expert_load_max".into(), v)),
         );
+        more.push(("samples_per_row".into(), r.samples_per_row));
         if !r.applied {
             more.push(("skipped".into(), 1.0));
         }
@@ -118,6 +122,7 @@ impl<'a> StepLog<'a> {
         v.extend(r.mtp_loss.map(|m| ("mtp_loss".into(), m as f32)));
         v.extend(r.indexer_kl.map(|m| ("indexer_kl".into(), m as f32)));
         v.extend(r.balance.map(|m| ("balance_loss".into(), m as f32)));
+        v.push(("samples_per_row".into(), r.samples_per_row as f32));
         for l in &self.layers {
             v.push((format!("moe/{}/load_max", l.name), l.load_max as f32));
             v.push((format!("moe/{}/load_min", l.name), l.load_min as f32));

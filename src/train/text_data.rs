@@ -96,8 +96,14 @@ impl TextBatches {
         })
     }
 
-    /// The next batch; `step` / `micro` only name the place in errors.
-    pub fn next(&mut self, step: u64, micro: usize) -> Result<MicroBatch> {
+    /// The next batch, with the window positions where each row's samples after the first (and
+    /// its padding) start, and the number of samples; `step` / `micro` only name the place in
+    /// errors.
+    pub fn next(
+        &mut self,
+        step: u64,
+        micro: usize,
+    ) -> Result<(MicroBatch, Vec<Vec<usize>>, usize)> {
         let at = || format!("step {} (micro-batch {micro})", step + 1);
         let batch = self
             .loader
@@ -139,12 +145,31 @@ impl TextBatches {
                 }
             })
             .collect();
-        Ok(MicroBatch {
+        let window = batch.seq_len + 1;
+        let starts = batch
+            .segments
+            .iter()
+            .map(|row| {
+                let mut p: Vec<usize> = row.iter().map(|s| s.start).filter(|&s| s > 0).collect();
+                // Padding after the last sample is a separate (never trained) part of the row.
+                let end = row.last().map_or(0, |s| s.start + s.len);
+                if end > 0 && end < window {
+                    p.push(end);
+                }
+                p
+            })
+            .collect();
+        let samples = batch.segments.iter().map(Vec::len).sum();
+        let micro = MicroBatch {
+            starts: vec![Vec::new(); batch.rows],
+            samples: batch.rows,
+            masked: false,
             rows: batch.rows,
             seq_len: batch.seq_len,
             input_ids: batch.input_ids.iter().map(|&x| i64::from(x)).collect(),
             labels,
-        })
+        };
+        Ok((micro, starts, samples))
     }
 
     /// The loader's state after the last returned batch.

@@ -34,6 +34,8 @@ pub struct RunOptions {
     /// Run every check before compute (run directory, resume, disk, memory, data), print what
     /// the run would do, and stop before loading weights.
     pub dry_run: bool,
+    /// The run trains on a GPU: the memory check is against device memory.
+    pub gpu: bool,
 }
 
 /// What a finished run reports.
@@ -130,6 +132,14 @@ fn setup<B: AutodiffBackend>(
         recipe.log.tensorboard_path(run_dir.path()),
     );
     preflight::outputs_writable(jsonl_path.as_deref(), tb_path.as_deref())?;
+    preflight::disk_space(&cfg, recipe, run_dir.path())?;
+    let (estimate, available) = preflight::memory(&cfg, recipe, opts.gpu)?;
+    eprintln!(
+        "memory: estimated peak {estimate}{}",
+        available
+            .map(|a| format!(" ({:.2} GB available)", a as f64 / 1e9))
+            .unwrap_or_default()
+    );
     let resume_from = start.resume_from.as_ref().map(|(p, _)| p.as_path());
     let start_step = start.resume_from.as_ref().map_or(0, |(_, s)| s.step);
     match &start.resume_from {
@@ -231,7 +241,7 @@ fn train_loop<B: AutodiffBackend>(
         recipe,
         opts: forward_options(recipe),
     };
-    let (rows, seq) = (t.micro_batch, t.seq_len);
+    let seq = t.seq_len;
     if s.start_step >= t.steps {
         eprintln!(
             "the run already reached step {} of [train] steps = {}; nothing to do (raise \
@@ -252,14 +262,14 @@ fn train_loop<B: AutodiffBackend>(
         let t0 = Instant::now();
         let lr = s.schedule.lr(step);
         let mtp_w = if s.has_mtp {
-            recipe.loss.mtp_weight_at(step, s.schedule.decay_start())
+            recipe.loss.mtp_weight_at(step, s.schedule.late_start())
         } else {
             0.0
         };
         let mut fingerprint = FNV_START;
         let mut batches = Vec::with_capacity(t.grad_accum);
         for micro in 0..t.grad_accum {
-            let batch = s.data.next(step, micro, rows, seq, t.grad_accum)?;
+            let batch = s.data.next(step, micro)?;
             fingerprint = batch.fingerprint(fingerprint);
             batches.push(batch);
         }
