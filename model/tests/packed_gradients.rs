@@ -5,7 +5,6 @@
 //! (the `hc_head` gates) are compared at full precision too; in f32 those reach ~4e-4 of their
 //! own magnitude from summation order alone.
 
-use burn::backend::Flex;
 use std::collections::HashMap;
 use v4_model::{AttentionMode, ForwardOptions, SampleBounds, SampleLayout, V4Model};
 
