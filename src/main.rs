@@ -1,5 +1,6 @@
 //! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
 
+mod bench_context_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
 mod export_cmd;
@@ -65,6 +66,8 @@ enum Command {
 enum BenchCommand {
     /// Newton–Schulz (Muon) timing on V4-Flash shapes.
     Optim(bench_optim_cmd::BenchOptimArgs),
+    /// Time and peak memory of a CSA layer and of the model from 1K to 64K tokens.
+    Context(bench_context_cmd::BenchContextArgs),
 }
 
 /// `v4train RECIPE.toml ...` parsed like `v4train train RECIPE.toml ...`.
@@ -123,7 +126,7 @@ fn main() {
     }
     let result = global
         .apply()
-        .and_then(|()| run(&cli.command, global.device()));
+        .and_then(|()| run(&cli.command, global));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -131,7 +134,8 @@ fn main() {
 }
 
 /// Runs the parsed command on `device`.
-fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
+fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
+    let device = global.device();
     match command {
         Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
         Command::Train(a) => {
@@ -148,5 +152,8 @@ fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Optim(a)) => {
             with_backend!(device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
         }
+        Command::Bench(BenchCommand::Context(a)) => with_backend!(device, |B, dev| {
+            bench_context_cmd::run::<B>(a, global.threads, &dev)
+        }),
     }
 }
