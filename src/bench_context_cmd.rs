@@ -192,6 +192,13 @@ fn row(m: &Measurement) -> String {
     line
 }
 
+/// The command-line spelling of `v`.
+fn value_name<V: clap::ValueEnum>(v: &V) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// `VmHWM` / `VmRSS` of `/proc/<pid>/status`, bytes.
 fn proc_status(pid: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -210,12 +217,7 @@ fn spawn_child(
     limit: u64,
 ) -> Result<Measurement> {
     let exe = std::env::current_exe().context("locating the v4train binary")?;
-    let name = |v: &dyn clap::ValueEnum| {
-        v.to_possible_value()
-            .map(|p| p.get_name().to_string())
-            .unwrap_or_default()
-    };
-    let (part_name, mode_name) = (name(&part), name(&mode));
+    let (part_name, mode_name) = (value_name(&part), value_name(&mode));
     let mut cmd = Command::new(exe);
     if let Some(n) = threads {
         cmd.arg("--threads").arg(n.to_string());
@@ -285,8 +287,8 @@ fn measure<B: Backend>(
     let cfg = recipe.model.resolve()?;
     let iters = args.iters.max(1);
     let mut m = Measurement {
-        part: format!("{part:?}").to_lowercase(),
-        mode: format!("{mode:?}").to_lowercase(),
+        part: value_name(&part),
+        mode: value_name(&mode),
         seq_len: len,
         ..Measurement::default()
     };
