@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use v4train::recipe::{
-    Attention, CheckpointConfig, DataSource, Dtype, Freeze, Location, LogConfig, LossConfig,
+    ActivationCheckpointing, Attention, CheckpointConfig, DataSource, Dtype, Freeze, Location,
+    LogConfig, LossConfig,
     ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
 };
 
@@ -272,6 +273,8 @@ fn defaults_are_as_documented() {
             freeze: Freeze::None,
             max_consecutive_skips: 10,
             skip_memory_check: false,
+            activation_checkpointing: ActivationCheckpointing::None,
+            indexer_chunk: 0,
         }
     );
     assert_eq!(
