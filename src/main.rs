@@ -1,10 +1,12 @@
 //! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
 
 mod bench_context_cmd;
+mod bench_decode_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
 mod export_cmd;
 mod forward_cmd;
+mod generate_cmd;
 mod global_args;
 mod optim_plan_cmd;
 mod train_cmd;
@@ -48,6 +50,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Run the model on token ids and write logits (and MTP logits, hidden streams).
     Forward(forward_cmd::ForwardArgs),
+    /// Generate completions (greedy or sampled) with the V4 KV cache.
+    Generate(generate_cmd::GenerateArgs),
     /// Write a model directory in the official release layout (FP8/FP4 or BF16).
     Export(export_cmd::ExportArgs),
     /// Encode chat conversations with the official V4 chat template (text, ids, loss mask).
@@ -68,6 +72,8 @@ enum BenchCommand {
     Optim(bench_optim_cmd::BenchOptimArgs),
     /// Time and peak memory of a CSA layer and of the model from 1K to 64K tokens.
     Context(bench_context_cmd::BenchContextArgs),
+    /// Incremental decoding vs a full forward per token; cache bytes per token.
+    Decode(bench_decode_cmd::BenchDecodeArgs),
 }
 
 /// `v4train RECIPE.toml ...` parsed like `v4train train RECIPE.toml ...`.
@@ -138,6 +144,7 @@ fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
     let device = global.device();
     match command {
         Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
+        Command::Generate(a) => with_backend!(device, |B, dev| generate_cmd::run::<B>(a, &dev)),
         Command::Train(a) => {
             let gpu = device == DeviceKind::Cuda;
             with_backend!(device, |B, dev| train_cmd::run::<Autodiff<B>>(a, gpu, &dev))
@@ -155,5 +162,8 @@ fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Context(a)) => with_backend!(device, |B, dev| {
             bench_context_cmd::run::<B>(a, global.threads, &dev)
         }),
+        Command::Bench(BenchCommand::Decode(a)) => {
+            with_backend!(device, |B, dev| bench_decode_cmd::run::<B>(a, &dev))
+        }
     }
 }

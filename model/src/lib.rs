@@ -2,12 +2,15 @@
 //! the backend. One paper concept per module.
 
 pub mod attention;
+pub mod attention_decode;
 pub mod balance;
 pub mod balance_loss;
 pub mod block;
 pub mod compressor;
+pub mod compressor_decode;
 pub mod config;
 pub mod config_limits;
+pub mod decode;
 pub mod error;
 pub mod expert_qat;
 pub mod fake_quant;
@@ -16,6 +19,7 @@ pub mod indexer;
 pub mod indexer_loss;
 pub mod init;
 pub mod inventory;
+pub mod kv_cache;
 pub mod layer_aux;
 pub mod linear;
 mod load;
@@ -40,6 +44,7 @@ pub mod window;
 pub use config::{ModelConfig, RopeScaling, ScoringFunc};
 pub use error::ModelError;
 pub use inventory::{inventory, ReleaseDtype, TensorSpec};
+pub use kv_cache::ModelCache;
 pub use layer_aux::{load_ratios, LayerAux, MoeAux};
 pub use model::{ModelOutput, V4Model};
 pub use options::{AttentionMode, ForwardOptions};
