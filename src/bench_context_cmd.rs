@@ -55,7 +55,12 @@ pub struct BenchContextArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "layer,model")]
     pub parts: Vec<Part>,
     /// Forward + backward and/or forward only.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "train,forward")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "train,forward"
+    )]
     pub modes: Vec<Mode>,
     /// Timed iterations per child (the fastest is reported).
     #[arg(long, default_value_t = 2)]
@@ -154,7 +159,8 @@ pub fn run<B: Backend>(
 
 /// Keeps the fastest time and the smallest peak of repeated measurements.
 fn merge(best: &mut Vec<Measurement>, m: Measurement) {
-    let same = |b: &&mut Measurement| b.part == m.part && b.mode == m.mode && b.seq_len == m.seq_len;
+    let same =
+        |b: &&mut Measurement| b.part == m.part && b.mode == m.mode && b.seq_len == m.seq_len;
     match best.iter_mut().find(|b| same(b)) {
         None => best.push(m),
         Some(b) => {
@@ -297,7 +303,9 @@ fn measure<B: Backend>(
         (Part::Layer, _) => {
             let layer = (0..cfg.num_hidden_layers)
                 .find(|&l| cfg.ratio(l) == 4)
-                .with_context(|| format!("{}: the model has no CSA layer", args.recipe.display()))?;
+                .with_context(|| {
+                    format!("{}: the model has no CSA layer", args.recipe.display())
+                })?;
             let x = Tensor::<B, 3>::random(
                 [1, len, cfg.hidden_size],
                 Distribution::Normal(0.0, 1.0),

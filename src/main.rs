@@ -130,9 +130,7 @@ fn main() {
         global = global.then(r.global);
         cli.command = Command::Train(r.args);
     }
-    let result = global
-        .apply()
-        .and_then(|()| run(&cli.command, global));
+    let result = global.apply().and_then(|()| run(&cli.command, global));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

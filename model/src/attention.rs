@@ -117,7 +117,10 @@ impl<B: Backend> Attention<B> {
         let window = layout.window(self.window);
         let (sink, scale) = (self.attn_sink.val(), (hd as f64).powf(-0.5));
         let (o, loss) = match self.compressed_keys(&x, &qr, &table, layout, opts, with_loss) {
-            Keys::None => (sink_attention_probs(q, kv, None, sink, scale, window, false).0, None),
+            Keys::None => (
+                sink_attention_probs(q, kv, None, sink, scale, window, false).0,
+                None,
+            ),
             Keys::Dense(keys, student) => {
                 let want = student.is_some();
                 let (o, p) = sink_attention_probs(q, kv, Some(&keys), sink, scale, window, want);
@@ -168,7 +171,15 @@ impl<B: Backend> Attention<B> {
             return Keys::None;
         };
         let sparse = opts.attention == AttentionMode::Sparse;
-        let dense = |student| Keys::Dense(CompressedKeys { kv: kv.clone(), visible: entries.visible() }, student);
+        let dense = |student| {
+            Keys::Dense(
+                CompressedKeys {
+                    kv: kv.clone(),
+                    visible: entries.visible(),
+                },
+                student,
+            )
+        };
         let Some(ix) = self.indexer.as_ref().filter(|_| sparse || with_loss) else {
             return dense(None);
         };

@@ -32,7 +32,10 @@ pub fn hadamard_matrix<B: Backend>(n: usize, device: &B::Device) -> Tensor<B, 2>
 
 /// Rotates the last dimension of `x` by the orthonormal Hadamard matrix, given unscaled as `h`
 /// ([`hadamard_matrix`] of the last dimension's size).
-pub fn hadamard_rotate<B: Backend, const D: usize>(x: Tensor<B, D>, h: Tensor<B, 2>) -> Tensor<B, D> {
+pub fn hadamard_rotate<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    h: Tensor<B, 2>,
+) -> Tensor<B, D> {
     let dims = x.dims();
     let n = dims[D - 1];
     let rows: usize = dims[..D - 1].iter().product();

@@ -75,9 +75,12 @@ impl<B: Backend> IndexInputs<B> {
         let (c, m) = (rows.len(), cols.len());
         let q = self.q.clone().slice_dim(1, rows.clone());
         let k = self.k.clone().slice_dim(1, cols);
-        let dots = relu(q.reshape([b, c * nh, hd]).matmul(k.swap_dims(1, 2))).reshape([b, c, nh, m]);
+        let dots =
+            relu(q.reshape([b, c * nh, hd]).matmul(k.swap_dims(1, 2))).reshape([b, c, nh, m]);
         let w = self.w.clone().slice_dim(1, rows);
-        (dots * w.unsqueeze_dim::<4>(3)).sum_dim(2).reshape([b, c, m])
+        (dots * w.unsqueeze_dim::<4>(3))
+            .sum_dim(2)
+            .reshape([b, c, m])
     }
 }
 
@@ -172,13 +175,21 @@ impl<B: Backend> Indexer<B> {
             let c = r.len();
             let mut parts = Vec::with_capacity(3);
             if cols.start > 0 {
-                parts.push(Tensor::full([b, c, cols.start], f32::NEG_INFINITY, &inputs.q.device()));
+                parts.push(Tensor::full(
+                    [b, c, cols.start],
+                    f32::NEG_INFINITY,
+                    &inputs.q.device(),
+                ));
             }
             if !cols.is_empty() {
                 parts.push(inputs.score_block(r.clone(), cols.clone()));
             }
             if cols.end < n {
-                parts.push(Tensor::full([b, c, n - cols.end], f32::NEG_INFINITY, &inputs.q.device()));
+                parts.push(Tensor::full(
+                    [b, c, n - cols.end],
+                    f32::NEG_INFINITY,
+                    &inputs.q.device(),
+                ));
             }
             let scores = Tensor::cat(parts, 2);
             let visible = entries.visible_rows(r.clone());
@@ -198,7 +209,13 @@ impl<B: Backend> Indexer<B> {
         let [b, s, nh, hd] = inputs.q.dims();
         let k = selection.index.dims()[2];
         let keys = gather_entries(inputs.k.clone(), selection.index.clone()); // [b·s, k, D]
-        let dots = relu(inputs.q.clone().reshape([b * s, nh, hd]).matmul(keys.swap_dims(1, 2)));
+        let dots = relu(
+            inputs
+                .q
+                .clone()
+                .reshape([b * s, nh, hd])
+                .matmul(keys.swap_dims(1, 2)),
+        );
         (dots * inputs.w.clone().reshape([b * s, nh, 1]))
             .sum_dim(1)
             .reshape([b, s, k])

@@ -304,8 +304,7 @@ impl<B: Backend> SampleLayout<B> {
 
     /// The Sylvester Hadamard matrix of order `n` on this pass's device.
     pub fn hadamard(&self, n: usize) -> Tensor<B, 2> {
-        self.hadamard
-            .get_or(n, || hadamard_matrix(n, &self.device))
+        self.hadamard.get_or(n, || hadamard_matrix(n, &self.device))
     }
 
     fn whole_entries(&self, ratio: usize) -> Option<EntryLayout<B>> {
@@ -367,7 +366,11 @@ impl<B: Backend> SampleLayout<B> {
             }
         }
         let dev = &self.device;
-        let spans = lo.iter().zip(&hi).map(|(&l, &h)| (l as u32, h as u32)).collect();
+        let spans = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&l, &h)| (l as u32, h as u32))
+            .collect();
         Some(EntryLayout {
             ratio,
             n,

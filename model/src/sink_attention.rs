@@ -78,11 +78,15 @@ impl<B: Backend> Extra<B> {
         match self {
             Extra::Dense(kv, _) => {
                 let d = kv.dims()[2];
-                p.reshape([b, s * h, m]).matmul(kv.clone()).reshape([b, s, h, d])
+                p.reshape([b, s * h, m])
+                    .matmul(kv.clone())
+                    .reshape([b, s, h, d])
             }
             Extra::Gathered(kv, _) => {
                 let d = kv.dims()[2];
-                p.reshape([b * s, h, m]).matmul(kv.clone()).reshape([b, s, h, d])
+                p.reshape([b * s, h, m])
+                    .matmul(kv.clone())
+                    .reshape([b, s, h, d])
             }
         }
     }
