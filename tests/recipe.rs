@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use v4train::recipe::{
     ActivationCheckpointing, Attention, CheckpointConfig, DataSource, Dtype, Freeze, Location,
-    LogConfig, LossConfig,
-    ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
+    LogConfig, LossConfig, ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
 };
 
 fn shipped(name: &str) -> PathBuf {

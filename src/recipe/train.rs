@@ -94,7 +94,8 @@ pub struct TrainConfig {
     /// (default false).
     pub skip_memory_check: bool,
     /// `"none"` (default) or `"block"`: recompute each block in backward instead of keeping its
-    /// activations.
+    /// activations (not needed, and not applied, with `freeze = "all-but-indexer"`: only the
+    /// indexers record a graph then).
     pub activation_checkpointing: ActivationCheckpointing,
     /// Queries per chunk of the lightning indexer's score pass, whose live tensor is
     /// `[chunk, index_n_heads, seq_len / 4]` (default 0: automatic, at most 256 MiB of scores).

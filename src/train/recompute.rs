@@ -56,7 +56,8 @@ pub fn backward_by_block<B: AutodiffBackend>(
         };
         let mut x = plain.embed_streams(plain_ids.clone());
         for block in &plain.layers {
-            let (y, _) = block.forward_samples(x.clone(), plain_ids.clone(), &plain_layout, streams_only);
+            let (y, _) =
+                block.forward_samples(x.clone(), plain_ids.clone(), &plain_layout, streams_only);
             inputs.push(x);
             x = y;
         }
@@ -93,7 +94,11 @@ pub fn backward_by_block<B: AutodiffBackend>(
 
     // The embedding.
     let loss = flowing_back(model.embed_streams(ids), upstream);
-    acc = merge(model, acc, GradientsParams::from_grads(loss.backward(), model));
+    acc = merge(
+        model,
+        acc,
+        GradientsParams::from_grads(loss.backward(), model),
+    );
     (acc, aux)
 }
 

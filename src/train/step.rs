@@ -179,8 +179,10 @@ impl<B: AutodiffBackend> Objective<'_, B> {
         // (never across a masked sample boundary).
         if let Some(lg) = mtp_logits.first().filter(|_| self.mtp_weight > 0.0) {
             let [b, w, _] = lg.dims();
-            let targets =
-                Tensor::from_data(TensorData::new(self.mtp_labels.clone(), [b, w]), self.device);
+            let targets = Tensor::from_data(
+                TensorData::new(self.mtp_labels.clone(), [b, w]),
+                self.device,
+            );
             let (m, kept) = cross_entropy(lg.clone(), targets, self.ignore);
             let share = kept as f64 / self.mtp_total.max(1) as f64;
             mtp_value = scalar(&m) * share;
