@@ -3,28 +3,14 @@
 //! gradient — on whole and packed rows; the indexer's chunk size never changes the result; and
 //! with a small k the two modes really differ (the selection is in effect).
 
-use burn::backend::Flex;
-use burn::tensor::{FloatDType, IntDType};
 use std::collections::HashMap;
-use std::sync::Once;
 use v4_model::{
     AttentionMode, ForwardOptions, ModelConfig, ModelOutput, SampleBounds, SampleLayout, V4Model,
 };
 
 mod common;
 use common::packed::*;
-
-fn use_f64() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        burn::tensor::set_default_dtypes::<Flex>(
-            &Default::default(),
-            FloatDType::F64,
-            IntDType::I32,
-        )
-        .expect("set the default float dtype before any tensor is created");
-    });
-}
+use common::use_f64;
 
 /// Logits, MTP logits and Σ indexer KL of one forward, and the gradients of
 /// `CE + 0.3·MTP + KL` by parameter.
