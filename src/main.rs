@@ -1,5 +1,6 @@
 //! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
 
+mod bench_context_cmd;
 mod bench_decode_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
@@ -69,6 +70,8 @@ enum Command {
 enum BenchCommand {
     /// Newton–Schulz (Muon) timing on V4-Flash shapes.
     Optim(bench_optim_cmd::BenchOptimArgs),
+    /// Time and peak memory of a CSA layer and of the model from 1K to 64K tokens.
+    Context(bench_context_cmd::BenchContextArgs),
     /// Incremental decoding vs a full forward per token; cache bytes per token.
     Decode(bench_decode_cmd::BenchDecodeArgs),
 }
@@ -127,9 +130,7 @@ fn main() {
         global = global.then(r.global);
         cli.command = Command::Train(r.args);
     }
-    let result = global
-        .apply()
-        .and_then(|()| run(&cli.command, global.device()));
+    let result = global.apply().and_then(|()| run(&cli.command, global));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -137,7 +138,8 @@ fn main() {
 }
 
 /// Runs the parsed command on `device`.
-fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
+fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
+    let device = global.device();
     match command {
         Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
         Command::Generate(a) => with_backend!(device, |B, dev| generate_cmd::run::<B>(a, &dev)),
@@ -155,6 +157,9 @@ fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Optim(a)) => {
             with_backend!(device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
         }
+        Command::Bench(BenchCommand::Context(a)) => with_backend!(device, |B, dev| {
+            bench_context_cmd::run::<B>(a, global.threads, &dev)
+        }),
         Command::Bench(BenchCommand::Decode(a)) => {
             with_backend!(device, |B, dev| bench_decode_cmd::run::<B>(a, &dev))
         }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use v4train::recipe::{
-    Attention, CheckpointConfig, DataSource, Dtype, Freeze, Location, LogConfig, LossConfig,
-    ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
+    ActivationCheckpointing, Attention, CheckpointConfig, DataSource, Dtype, Freeze, Location,
+    LogConfig, LossConfig, ModelSource, NanPolicy, Recipe, RecipeError, Resume, TrainConfig,
 };
 
 fn shipped(name: &str) -> PathBuf {
@@ -61,6 +61,28 @@ fn tiny_pretrain_parses_and_validates() {
     );
     assert_eq!(r.log.every, 1);
     assert_eq!(r.checkpoint.dir, PathBuf::from("runs/tiny-pretrain"));
+}
+
+/// The long-context recipe is tiny-pretrain's model at 16K tokens with V4's window, sparse CSA
+/// over a top-64 of 4096 entries and block recomputation.
+#[test]
+fn tiny_long_parses_and_validates() {
+    let r = Recipe::load(shipped("tiny-long.toml"), &[]).unwrap();
+    let long = r.model.resolve().unwrap();
+    let mut base = Recipe::load(shipped("tiny-pretrain.toml"), &[])
+        .unwrap()
+        .model
+        .resolve()
+        .unwrap();
+    (base.sliding_window, base.index_topk) = (128, 64);
+    assert_eq!(long, base);
+    assert_eq!((r.train.seq_len, r.train.micro_batch), (16384, 1));
+    assert_eq!(r.train.attention, Attention::Sparse);
+    assert_eq!(
+        r.train.activation_checkpointing,
+        ActivationCheckpointing::Block
+    );
+    assert_eq!(r.train.indexer_chunk, 0);
 }
 
 #[test]
@@ -272,6 +294,8 @@ fn defaults_are_as_documented() {
             freeze: Freeze::None,
             max_consecutive_skips: 10,
             skip_memory_check: false,
+            activation_checkpointing: ActivationCheckpointing::None,
+            indexer_chunk: 0,
         }
     );
     assert_eq!(

@@ -4,6 +4,11 @@
 //! output, and the grouped low-rank output projection. On request, CSA layers also return the
 //! lightning indexer's KL loss against this attention's own probabilities
 //! ([`crate::indexer_loss`]).
+//!
+//! Sparse CSA is sparse in its cost too: the indexer chooses k entries per query in chunks of
+//! queries, the kernel gathers those k and attends window + k + sink only
+//! ([`crate::sink_attention::sink_attention_selected`]), and the KL compares the attention's
+//! probabilities of the k with the indexer's scores of the same k.
 
 use crate::compressor::{quantize_kv, Compressor, CompressorKind};
 use crate::indexer::Indexer;
@@ -13,9 +18,21 @@ use crate::norm::{rms_normalize, RmsNorm};
 use crate::options::{AttentionMode, ForwardOptions};
 use crate::rope::RopeTable;
 use crate::sample_layout::SampleLayout;
-use crate::sink_attention::{sink_attention_probs, CompressedKeys, Window};
+use crate::sink_attention::{
+    sink_attention_probs, sink_attention_selected, CompressedKeys, SelectedKeys,
+};
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Bool, Tensor};
+
+/// The compressed keys one call attends, and the indexer scores its KL trains (when on).
+enum Keys<B: Backend> {
+    /// Window-only layer, or no complete block yet.
+    None,
+    /// Every visible entry (HCA; CSA in dense mode), with the student `[b, s, n]`.
+    Dense(CompressedKeys<B>, Option<Tensor<B, 3>>),
+    /// The indexer's top-k per query (sparse CSA), with the student `[b, s, k]`.
+    Selected(SelectedKeys<B>, Option<Tensor<B, 3>>),
+}
 
 /// `layers.N.attn`.
 #[derive(Module, Debug)]
@@ -87,8 +104,7 @@ impl<B: Backend> Attention<B> {
     ) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
         let [b, s, _] = x.dims();
         let (h, hd, rd) = (self.n_heads, self.head_dim, self.rope_dim);
-        let device = x.device();
-        let table = RopeTable::for_tokens(&self.freqs, layout, &device);
+        let table = layout.rope_tokens(&self.freqs);
         let with_loss = opts.indexer_loss && self.indexer.is_some();
 
         let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
@@ -98,31 +114,45 @@ impl<B: Backend> Attention<B> {
         let kv = self.kv_norm.forward(self.wkv.forward(x.clone()));
         let kv = quantize_kv(table.rotate_tail3(kv, rd, false), rd, opts.fake_quant);
 
-        let (compressed, student) = self.compressed_keys(&x, &qr, &table, layout, opts, with_loss);
-        let window = Window::for_sequence(self.window, s, layout);
-        let (o, probs) = sink_attention_probs(
-            q,
-            kv,
-            compressed.as_ref(),
-            self.attn_sink.val(),
-            (hd as f64).powf(-0.5),
-            window,
-            with_loss,
-        );
-        let loss = with_loss.then(|| match (probs, student, compressed) {
-            (Some(p), Some(scores), Some(c)) => {
-                let counted = (!layout.all_counted()).then(|| layout.counted_tensor());
-                indexer_kl(teacher(p), scores, c.visible, counted)
+        let window = layout.window(self.window);
+        let (sink, scale) = (self.attn_sink.val(), (hd as f64).powf(-0.5));
+        let (o, loss) = match self.compressed_keys(&x, &qr, &table, layout, opts, with_loss) {
+            Keys::None => (
+                sink_attention_probs(q, kv, None, sink, scale, window, false).0,
+                None,
+            ),
+            Keys::Dense(keys, student) => {
+                let want = student.is_some();
+                let (o, p) = sink_attention_probs(q, kv, Some(&keys), sink, scale, window, want);
+                (o, Self::kl(p, student, keys.visible, layout))
             }
-            _ => Tensor::zeros([1], &device),
-        });
+            Keys::Selected(keys, student) => {
+                let want = student.is_some();
+                let (o, p) = sink_attention_selected(q, kv, &keys, sink, scale, window, want);
+                (o, Self::kl(p, student, keys.valid, layout))
+            }
+        };
+        let loss = with_loss.then(|| loss.unwrap_or_else(|| Tensor::zeros([1], &x.device())));
         let o = table.rotate_tail(o, rd, true);
         (self.project_out(o), loss)
     }
 
+    /// The indexer KL of the attention's compressed-entry probabilities `probs` against the
+    /// student scores over `candidates` (same last dimension), counting the layout's counted
+    /// queries.
+    fn kl(
+        probs: Option<Tensor<B, 4>>,
+        student: Option<Tensor<B, 3>>,
+        candidates: Tensor<B, 3, Bool>,
+        layout: &SampleLayout<B>,
+    ) -> Option<Tensor<B, 1>> {
+        let counted = (!layout.all_counted()).then(|| layout.counted_tensor());
+        Some(indexer_kl(teacher(probs?), student?, candidates, counted))
+    }
+
     /// The compressed keys the attention sees (for CSA in sparse mode: the indexer's top-k of
-    /// the visible entries), and, when `with_loss`, the indexer scores `[b, s, n]` that the KL
-    /// loss trains (indexer run on detached `x` and `qr`; the selection uses them detached).
+    /// the visible entries), and, when `with_loss`, the indexer scores that the KL loss trains
+    /// (indexer run on detached `x` and `qr`; the selection uses them detached).
     fn compressed_keys(
         &self,
         x: &Tensor<B, 3>,
@@ -131,49 +161,51 @@ impl<B: Backend> Attention<B> {
         layout: &SampleLayout<B>,
         opts: ForwardOptions,
         with_loss: bool,
-    ) -> (Option<CompressedKeys<B>>, Option<Tensor<B, 3>>) {
-        let Some(comp) = self.compressor.as_ref() else {
-            return (None, None);
+    ) -> Keys<B> {
+        let (Some(comp), Some(entries)) = (self.compressor.as_ref(), layout.entries(self.ratio))
+        else {
+            return Keys::None;
         };
-        let Some(entries) = layout.entries(self.ratio) else {
-            return (None, None);
+        let main = CompressorKind::Main;
+        let Some(kv) = comp.forward_entries(x, layout, &self.freqs, main, opts.fake_quant) else {
+            return Keys::None;
         };
-        let kv = comp.forward_entries(
-            x,
-            &entries,
-            &self.freqs,
-            CompressorKind::Main,
-            opts.fake_quant,
-        );
-        let visible = entries.visible.clone();
         let sparse = opts.attention == AttentionMode::Sparse;
-        let scores = match &self.indexer {
-            Some(ix) if sparse || with_loss => {
-                // Without the KL nothing differentiates the scores: a no-grad copy of the
-                // indexer records (and keeps) no autodiff graph for them.
-                let ix = if with_loss {
-                    ix.clone()
-                } else {
-                    ix.clone().no_grad()
-                };
-                Some(ix.scores_entries(
-                    &x.clone().detach(),
-                    &qr.clone().detach(),
-                    table,
-                    &entries,
-                    &self.freqs,
-                    opts.fake_quant,
-                ))
-            }
-            _ => None,
+        let dense = |student| {
+            Keys::Dense(
+                CompressedKeys {
+                    kv: kv.clone(),
+                    visible: entries.visible(),
+                },
+                student,
+            )
         };
-        let visible = match (&self.indexer, &scores) {
-            (Some(ix), Some(sc)) if sparse => ix.select(sc.clone().detach(), visible),
-            (Some(_), None) if sparse => return (None, None),
-            _ => visible,
+        let Some(ix) = self.indexer.as_ref().filter(|_| sparse || with_loss) else {
+            return dense(None);
         };
-        let student = if with_loss { scores } else { None };
-        (Some(CompressedKeys { kv, visible }), student)
+        // Without the KL nothing differentiates the scores: a no-grad copy of the indexer
+        // records (and keeps) no autodiff graph for them.
+        let ix = if with_loss {
+            ix.clone()
+        } else {
+            ix.clone().no_grad()
+        };
+        let (xd, qd) = (x.clone().detach(), qr.clone().detach());
+        let Some(inputs) = ix.inputs(&xd, &qd, table, layout, &self.freqs, opts.fake_quant) else {
+            return dense(None);
+        };
+        if !sparse {
+            let [_, s, _] = x.dims();
+            return dense(Some(inputs.score_block(0..s, 0..entries.n)));
+        }
+        let chosen = ix.select_top_k(&inputs.detach(), &entries, opts.indexer_chunk);
+        let student = with_loss.then(|| Indexer::scores_at(&inputs, &chosen));
+        let keys = SelectedKeys {
+            kv,
+            index: chosen.index,
+            valid: chosen.valid,
+        };
+        Keys::Selected(keys, student)
     }
 
     /// Grouped low-rank output: per group `[H·D/g] → [o_lora]`, then `wo_b`.

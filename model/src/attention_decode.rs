@@ -8,7 +8,7 @@ use crate::attention::Attention;
 use crate::compressor::{quantize_kv, CompressorKind};
 use crate::compressor_decode::complete_entries;
 use crate::fake_quant::fake_fp4;
-use crate::hadamard::hadamard_rotate;
+use crate::hadamard::{hadamard_matrix, hadamard_rotate};
 use crate::indexer::Indexer;
 use crate::kv_cache::{write_slots, CompressorCache, LayerCache};
 use crate::norm::rms_normalize;
@@ -36,7 +36,8 @@ impl<B: Backend> Indexer<B> {
         self.compressor
             .decode_step(cache, x, pos, freqs, CompressorKind::Indexer, fake_quant);
         let q = self.wq_b.forward(qr.clone()).reshape([b, 1, nh, hd]);
-        let q = hadamard_rotate(table.rotate_tail(q, self.rope_dim, false));
+        let h = hadamard_matrix(hd, &x.device());
+        let q = hadamard_rotate(table.rotate_tail(q, self.rope_dim, false), h);
         let q = if fake_quant { fake_fp4(q, 32) } else { q };
         let w = self
             .weights_proj

@@ -3,15 +3,15 @@
 //! start. Ratio 4 overlaps: entry i pools the previous block's tokens through the first half of
 //! the channels and its own through the second half (8 candidates per channel). Only complete
 //! blocks are emitted. With packed samples, blocks are counted from each sample's first token and
-//! the overlap never reaches into the previous sample ([`EntryLayout`]). The main compressor fake-quantizes the non-rope dims to FP8; the indexer's
-//! compressor Hadamard-rotates and fake-quantizes to FP4.
+//! the overlap never reaches into the previous sample ([`crate::sample_layout::EntryLayout`]).
+//! The main compressor fake-quantizes the non-rope dims to FP8; the indexer's compressor
+//! Hadamard-rotates and fake-quantizes to FP4.
 
 use crate::fake_quant::{fake_fp4, fake_fp8};
 use crate::hadamard::hadamard_rotate;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
-use crate::rope::RopeTable;
-use crate::sample_layout::{EntryLayout, SampleLayout};
+use crate::sample_layout::SampleLayout;
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor};
@@ -55,20 +55,22 @@ impl<B: Backend> Compressor<B> {
         fake_quant: bool,
     ) -> Option<Tensor<B, 3>> {
         let [b, s, _] = x.dims();
-        let entries = SampleLayout::<B>::whole(b, s, &x.device()).entries(self.ratio)?;
-        Some(self.forward_entries(x, &entries, freqs, kind, fake_quant))
+        let layout = SampleLayout::<B>::whole(b, s, &x.device());
+        self.forward_entries(x, &layout, freqs, kind, fake_quant)
     }
 
-    /// Compressed entries `[b, n, D]` of `x` `[b, s, d]` laid out by `entries` (packed samples:
-    /// blocks counted from each sample's first token, no overlap across samples).
+    /// Compressed entries `[b, n, D]` of `x` `[b, s, d]` laid out by `layout`'s entries of this
+    /// ratio (packed samples: blocks counted from each sample's first token, no overlap across
+    /// samples), or `None` when no sample holds a complete block.
     pub fn forward_entries(
         &self,
         x: &Tensor<B, 3>,
-        entries: &EntryLayout<B>,
+        layout: &SampleLayout<B>,
         freqs: &[f32],
         kind: CompressorKind,
         fake_quant: bool,
-    ) -> Tensor<B, 3> {
+    ) -> Option<Tensor<B, 3>> {
+        let entries = layout.entries(self.ratio)?;
         let [b, s, dm] = x.dims();
         let (r, d, n) = (self.ratio, self.head_dim, entries.n);
         let xs = match &entries.gather {
@@ -102,23 +104,25 @@ impl<B: Backend> Compressor<B> {
         let p = softmax(score, 2);
         let c = (kv * p).sum_dim(2).reshape([b, n, d]);
         let c = self.norm.forward(c);
-        let table = RopeTable::for_entries(freqs, entries, b, &x.device());
+        let table = layout.rope_entries(freqs, &entries);
         let c = table.rotate_tail3(c, self.rope_dim, false);
-        self.quantize_entries(c, kind, fake_quant)
+        Some(self.quantize_entries(c, kind, fake_quant, || layout.hadamard(d)))
     }
 
     /// The kind's treatment of rotated entries `[b, n, D]`: FP8 KV rounding for the main
-    /// compressor, Hadamard rotation and FP4 rounding for the indexer's.
+    /// compressor, Hadamard rotation (`hadamard` gives the matrix) and FP4 rounding for the
+    /// indexer's.
     pub(crate) fn quantize_entries(
         &self,
         c: Tensor<B, 3>,
         kind: CompressorKind,
         fake_quant: bool,
+        hadamard: impl FnOnce() -> Tensor<B, 2>,
     ) -> Tensor<B, 3> {
         match kind {
             CompressorKind::Main => quantize_kv(c, self.rope_dim, fake_quant),
             CompressorKind::Indexer => {
-                let c = hadamard_rotate(c);
+                let c = hadamard_rotate(c, hadamard());
                 if fake_quant {
                     fake_fp4(c, 32)
                 } else {

@@ -7,6 +7,7 @@
 //! prefill seeds the same state from the prompt ([`Compressor::seed_cache`]).
 
 use crate::compressor::{Compressor, CompressorKind};
+use crate::hadamard::hadamard_matrix;
 use crate::kv_cache::{assign_rows, read_slots, row_index, write_slots, CompressorCache};
 use crate::rope::RopeTable;
 use crate::sample_layout::SampleLayout;
@@ -28,7 +29,9 @@ impl<B: Backend> Compressor<B> {
         let c = self.norm.forward(c).reshape([m, 1, d]);
         let table = RopeTable::per_row(freqs, positions, m, 1, &c.device());
         let c = table.rotate_tail3(c, self.rope_dim, false);
-        self.quantize_entries(c, kind, fake_quant).reshape([m, d])
+        let device = c.device();
+        self.quantize_entries(c, kind, fake_quant, || hadamard_matrix(d, &device))
+            .reshape([m, d])
     }
 
     /// Adds the tokens `x` `[b, 1, d]` at positions `pos` (one per row) to `cache`, emitting the
@@ -109,8 +112,8 @@ impl<B: Backend> Compressor<B> {
         let device = x.device();
         let mut cache = CompressorCache::empty(self, b, s / r, &device);
         let layout = SampleLayout::<B>::whole(b, s, &device);
-        if let Some(entries) = layout.entries(r) {
-            cache.entries = self.forward_entries(x, &entries, freqs, kind, fake_quant);
+        if let Some(entries) = self.forward_entries(x, &layout, freqs, kind, fake_quant) {
+            cache.entries = entries;
         }
         let kv = self.wkv.forward(x.clone());
         let place: Vec<usize> = (0..s).map(|p| p % r).collect();

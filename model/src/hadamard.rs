@@ -24,11 +24,20 @@ pub fn sylvester(n: usize) -> Vec<f32> {
     h
 }
 
-/// Rotates the last dimension of `x` by the orthonormal Hadamard matrix.
-pub fn hadamard_rotate<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+/// [`sylvester`] of order `n` as a tensor on `device` (a forward pass builds it once:
+/// [`crate::SampleLayout::hadamard`]).
+pub fn hadamard_matrix<B: Backend>(n: usize, device: &B::Device) -> Tensor<B, 2> {
+    crate::util::tensor_from(sylvester(n), [n, n], device)
+}
+
+/// Rotates the last dimension of `x` by the orthonormal Hadamard matrix, given unscaled as `h`
+/// ([`hadamard_matrix`] of the last dimension's size).
+pub fn hadamard_rotate<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    h: Tensor<B, 2>,
+) -> Tensor<B, D> {
     let dims = x.dims();
     let n = dims[D - 1];
-    let h: Tensor<B, 2> = crate::util::tensor_from(sylvester(n), [n, n], &x.device());
     let rows: usize = dims[..D - 1].iter().product();
     x.reshape([rows, n])
         .matmul(h)

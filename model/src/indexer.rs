@@ -4,6 +4,13 @@
 //! (Hadamard-rotated, FP4). The selection is discrete: it runs on detached inputs. The indexer
 //! learns only from its own KL loss against the main attention ([`crate::indexer_loss`]); its
 //! inputs stay detached, so that loss never reaches the rest of the model.
+//!
+//! The score pass is the one part of CSA that is quadratic in the sequence. It runs a chunk of
+//! queries at a time against the entries they can see ([`Indexer::select_top_k`]), so the live
+//! score tensor is `[b, chunk, heads, n]` at most; each query's row holds exactly the values the
+//! unchunked pass gives it (the invisible entries are −∞ either way), so the top-k and its ties
+//! do not depend on the chunking. In sparse training the KL needs the scores of the selected
+//! entries only ([`Indexer::scores_at`]): linear in the sequence.
 
 use crate::compressor::{Compressor, CompressorKind};
 use crate::fake_quant::fake_fp4;
@@ -11,9 +18,16 @@ use crate::hadamard::hadamard_rotate;
 use crate::linear::Linear;
 use crate::rope::RopeTable;
 use crate::sample_layout::{EntryLayout, SampleLayout};
+use crate::util::gather_entries;
 use burn::module::Module;
 use burn::tensor::activation::relu;
-use burn::tensor::{backend::Backend, Bool, Tensor};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor};
+use std::ops::Range;
+
+/// Bytes the automatic chunk size allows the indexer's live score tensors of one chunk
+/// (`[b, chunk, heads, n]` f32, three at once: the dot products, their ReLU, the head-weighted
+/// copy).
+pub const CHUNK_BUDGET_BYTES: usize = 256 << 20;
 
 /// `attn.indexer`.
 #[derive(Module, Debug)]
@@ -34,6 +48,52 @@ pub struct Indexer<B: Backend> {
     pub topk: usize,
 }
 
+/// The indexer's side of one forward pass: queries, head weights and keys.
+#[derive(Debug, Clone)]
+pub struct IndexInputs<B: Backend> {
+    /// Queries `qI` `[b, s, heads, D]` (roped, rotated, FP4 when fake-quantized).
+    pub q: Tensor<B, 4>,
+    /// Head weights `w` `[b, s, heads]`, with the `D^-½ · heads^-½` scale.
+    pub w: Tensor<B, 3>,
+    /// Keys `kI` `[b, n, D]` (the indexer compressor's entries).
+    pub k: Tensor<B, 3>,
+}
+
+impl<B: Backend> IndexInputs<B> {
+    /// The same values cut from the autodiff graph.
+    pub fn detach(&self) -> Self {
+        Self {
+            q: self.q.clone().detach(),
+            w: self.w.clone().detach(),
+            k: self.k.clone().detach(),
+        }
+    }
+
+    /// Scores `[b, rows, cols]` of the queries `rows` against the entries `cols`.
+    pub fn score_block(&self, rows: Range<usize>, cols: Range<usize>) -> Tensor<B, 3> {
+        let [b, _, nh, hd] = self.q.dims();
+        let (c, m) = (rows.len(), cols.len());
+        let q = self.q.clone().slice_dim(1, rows.clone());
+        let k = self.k.clone().slice_dim(1, cols);
+        let dots =
+            relu(q.reshape([b, c * nh, hd]).matmul(k.swap_dims(1, 2))).reshape([b, c, nh, m]);
+        let w = self.w.clone().slice_dim(1, rows);
+        (dots * w.unsqueeze_dim::<4>(3))
+            .sum_dim(2)
+            .reshape([b, c, m])
+    }
+}
+
+/// The entries each query attends: the indexer's top-k among those it sees.
+#[derive(Debug, Clone)]
+pub struct Selection<B: Backend> {
+    /// `[b, s, k]` entry indices (`0..n`), best first.
+    pub index: Tensor<B, 3, Int>,
+    /// `[b, s, k]`: the entry is visible (queries that see fewer than k entries fill the rest
+    /// with invisible ones).
+    pub valid: Tensor<B, 3, Bool>,
+}
+
 impl<B: Backend> Indexer<B> {
     /// Raw index scores `[b, s, n]` (before masking) of unpacked rows, or `None` when no block
     /// is complete.
@@ -46,49 +106,126 @@ impl<B: Backend> Indexer<B> {
         fake_quant: bool,
     ) -> Option<Tensor<B, 3>> {
         let [b, s, _] = x.dims();
-        let ratio = self.compressor.ratio;
-        let entries = SampleLayout::<B>::whole(b, s, &x.device()).entries(ratio)?;
-        Some(self.scores_entries(x, qr, table, &entries, freqs, fake_quant))
+        let layout = SampleLayout::<B>::whole(b, s, &x.device());
+        let inputs = self.inputs(x, qr, table, &layout, freqs, fake_quant)?;
+        let n = inputs.k.dims()[1];
+        Some(inputs.score_block(0..s, 0..n))
     }
 
-    /// Raw index scores `[b, s, n]` against the entries laid out by `entries` (the same layout
-    /// as the main compressor's: packed samples' own blocks).
-    pub fn scores_entries(
+    /// Queries, head weights and keys for the entries of `layout` (the same layout as the main
+    /// compressor's: packed samples' own blocks), or `None` when no block is complete.
+    pub fn inputs(
         &self,
         x: &Tensor<B, 3>,
         qr: &Tensor<B, 3>,
         table: &RopeTable<B>,
-        entries: &EntryLayout<B>,
+        layout: &SampleLayout<B>,
         freqs: &[f32],
         fake_quant: bool,
-    ) -> Tensor<B, 3> {
+    ) -> Option<IndexInputs<B>> {
         let [b, s, _] = x.dims();
         let (nh, hd) = (self.n_heads, self.head_dim);
-        let k =
-            self.compressor
-                .forward_entries(x, entries, freqs, CompressorKind::Indexer, fake_quant);
-        let n = k.dims()[1];
+        let k = self.compressor.forward_entries(
+            x,
+            layout,
+            freqs,
+            CompressorKind::Indexer,
+            fake_quant,
+        )?;
         let q = self.wq_b.forward(qr.clone()).reshape([b, s, nh, hd]);
-        let q = hadamard_rotate(table.rotate_tail(q, self.rope_dim, false));
+        let q = hadamard_rotate(
+            table.rotate_tail(q, self.rope_dim, false),
+            layout.hadamard(hd),
+        );
         let q = if fake_quant { fake_fp4(q, 32) } else { q };
         let w = self
             .weights_proj
             .forward(x.clone())
             .mul_scalar((hd as f64).powf(-0.5) * (nh as f64).powf(-0.5));
-        let dots =
-            relu(q.reshape([b, s * nh, hd]).matmul(k.swap_dims(1, 2))).reshape([b, s, nh, n]);
-        (dots * w.unsqueeze_dim::<4>(3))
-            .sum_dim(2)
-            .reshape([b, s, n])
+        Some(IndexInputs { q, w, k })
     }
 
-    /// Top-k selection `[b, s, n]` among the visible blocks (`visible` `[b, s, n]`).
+    /// Queries per chunk of the score pass: `chunk` when set, else as many as keep the chunk's
+    /// live scores within [`CHUNK_BUDGET_BYTES`] (at least one, at most `s`).
+    pub fn chunk_rows(&self, b: usize, s: usize, n: usize, chunk: usize) -> usize {
+        let rows = if chunk > 0 {
+            chunk
+        } else {
+            CHUNK_BUDGET_BYTES / (3 * 4 * b * self.n_heads * n).max(1)
+        };
+        rows.clamp(1, s.max(1))
+    }
+
+    /// Top-k of the scores among the entries each query sees, computed `chunk` queries at a
+    /// time ([`Indexer::chunk_rows`]) on `inputs` (detach them first: the choice is discrete).
+    pub fn select_top_k(
+        &self,
+        inputs: &IndexInputs<B>,
+        entries: &EntryLayout<B>,
+        chunk: usize,
+    ) -> Selection<B> {
+        let [b, s, _, _] = inputs.q.dims();
+        let n = entries.n;
+        let k = self.topk.min(n);
+        let rows = self.chunk_rows(b, s, n, chunk);
+        let (mut index, mut valid) = (Vec::new(), Vec::new());
+        for start in (0..s).step_by(rows) {
+            let r = start..(start + rows).min(s);
+            let cols = entries.columns(r.clone());
+            let c = r.len();
+            let mut parts = Vec::with_capacity(3);
+            if cols.start > 0 {
+                parts.push(Tensor::full(
+                    [b, c, cols.start],
+                    f32::NEG_INFINITY,
+                    &inputs.q.device(),
+                ));
+            }
+            if !cols.is_empty() {
+                parts.push(inputs.score_block(r.clone(), cols.clone()));
+            }
+            if cols.end < n {
+                parts.push(Tensor::full(
+                    [b, c, n - cols.end],
+                    f32::NEG_INFINITY,
+                    &inputs.q.device(),
+                ));
+            }
+            let scores = Tensor::cat(parts, 2);
+            let visible = entries.visible_rows(r.clone());
+            let idx = top_k_indices(scores, visible, k);
+            valid.push(entries.sees(r, idx.clone()));
+            index.push(idx);
+        }
+        Selection {
+            index: Tensor::cat(index, 1),
+            valid: Tensor::cat(valid, 1),
+        }
+    }
+
+    /// Scores `[b, s, k]` of the selected entries only (the sparse KL's student; linear in the
+    /// sequence).
+    pub fn scores_at(inputs: &IndexInputs<B>, selection: &Selection<B>) -> Tensor<B, 3> {
+        let [b, s, nh, hd] = inputs.q.dims();
+        let k = selection.index.dims()[2];
+        let keys = gather_entries(inputs.k.clone(), selection.index.clone()); // [b·s, k, D]
+        let dots = relu(
+            inputs
+                .q
+                .clone()
+                .reshape([b * s, nh, hd])
+                .matmul(keys.swap_dims(1, 2)),
+        );
+        (dots * inputs.w.clone().reshape([b * s, nh, 1]))
+            .sum_dim(1)
+            .reshape([b, s, k])
+    }
+
+    /// Top-k selection `[b, s, n]` among the visible blocks (`visible` `[b, s, n]`) as a mask.
     pub fn select(&self, scores: Tensor<B, 3>, visible: Tensor<B, 3, Bool>) -> Tensor<B, 3, Bool> {
         let n = scores.dims()[2];
-        let k = self.topk.min(n);
-        let masked = scores.mask_fill(visible.clone().bool_not(), f32::NEG_INFINITY);
-        let (_, idx) = masked.clone().topk_with_indices(k, 2);
-        let chosen = masked
+        let idx = top_k_indices(scores.clone(), visible.clone(), self.topk.min(n));
+        let chosen = scores
             .zeros_like()
             .scatter(
                 2,
@@ -99,4 +236,15 @@ impl<B: Backend> Indexer<B> {
             .greater_elem(0.5);
         chosen.bool_and(visible)
     }
+}
+
+/// Indices `[b, c, k]` of the `k` best scores of each row among its visible entries (rows with
+/// fewer fill up with invisible ones).
+fn top_k_indices<B: Backend>(
+    scores: Tensor<B, 3>,
+    visible: Tensor<B, 3, Bool>,
+    k: usize,
+) -> Tensor<B, 3, Int> {
+    let masked = scores.mask_fill(visible.bool_not(), f32::NEG_INFINITY);
+    masked.topk_with_indices(k, 2).1
 }

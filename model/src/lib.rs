@@ -39,6 +39,7 @@ pub mod sink_attention;
 pub mod token_ids;
 pub mod util;
 pub mod weights;
+pub mod window;
 
 pub use config::{ModelConfig, RopeScaling, ScoringFunc};
 pub use error::ModelError;

@@ -123,6 +123,35 @@ impl<B: Backend> V4Model<B> {
         (x, self.head.forward(y), aux)
     }
 
+    /// What follows the main blocks, from their final streams `x`: the logits and, when `mtp`,
+    /// every MTP block's logits and side outputs (the blocks stop once fewer than two positions
+    /// remain).
+    pub fn heads(
+        &self,
+        x: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        layout: &SampleLayout<B>,
+        opts: ForwardOptions,
+        mtp: bool,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>, Vec<LayerAux<B>>) {
+        let logits = self.logits(x.clone());
+        let (mut mtp_logits, mut aux) = (Vec::new(), Vec::new());
+        if mtp {
+            let mut streams = x;
+            for k in 0..self.mtp.len() {
+                if streams.dims()[1] < 2 {
+                    break;
+                }
+                let sub = layout.mtp(k);
+                let (next, lg, a) = self.mtp_logits_samples(k, streams, ids.clone(), &sub, opts);
+                mtp_logits.push(lg);
+                aux.push(a);
+                streams = next;
+            }
+        }
+        (logits, mtp_logits, aux)
+    }
+
     /// Full forward of unpacked rows. `hidden`: keep every block's streams; `mtp`: run the MTP
     /// blocks.
     pub fn forward(
@@ -159,21 +188,8 @@ impl<B: Backend> V4Model<B> {
                 kept.push(x.clone());
             }
         }
-        let logits = self.logits(x.clone());
-        let mut mtp_logits = Vec::new();
-        if mtp {
-            let mut streams = x.clone();
-            for k in 0..self.mtp.len() {
-                if streams.dims()[1] < 2 {
-                    break;
-                }
-                let sub = layout.mtp(k);
-                let (next, lg, a) = self.mtp_logits_samples(k, streams, ids.clone(), &sub, opts);
-                mtp_logits.push(lg);
-                aux.push(a);
-                streams = next;
-            }
-        }
+        let (logits, mtp_logits, mtp_aux) = self.heads(x.clone(), ids, layout, opts, mtp);
+        aux.extend(mtp_aux);
         ModelOutput {
             logits,
             hidden: kept,

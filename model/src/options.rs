@@ -29,6 +29,9 @@ pub struct ForwardOptions {
     /// FP4 (e2m1, 1×32 blocks) weight fake quantization of routed experts (QAT for the FP4
     /// release), straight-through in backward.
     pub expert_fp4: bool,
+    /// Queries per chunk of the lightning indexer's score pass (0: automatic, within
+    /// [`crate::indexer::CHUNK_BUDGET_BYTES`] of live scores). The result does not depend on it.
+    pub indexer_chunk: usize,
 }
 
 impl Default for ForwardOptions {
@@ -39,6 +42,7 @@ impl Default for ForwardOptions {
             indexer_loss: false,
             balance_loss: false,
             expert_fp4: false,
+            indexer_chunk: 0,
         }
     }
 }

@@ -6,7 +6,6 @@
 //! because angle rounding at large positions is visible at the parity tolerance.
 
 use crate::config::ModelConfig;
-use crate::sample_layout::{EntryLayout, SampleLayout};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// Inverse frequencies `f_i`, i < rope_dim/2, for one layer kind.
@@ -53,7 +52,8 @@ pub fn yarn_freqs(dim: usize, base: f64, yarn: Option<&crate::config::RopeScalin
 }
 
 /// Cos/sin tables `[rows, n_positions, rope_dim/2]` (`rows` is 1 when every row of the batch
-/// has the same positions, else the batch size).
+/// has the same positions, else the batch size). A forward pass builds each table once
+/// ([`crate::SampleLayout::rope_tokens`], [`crate::SampleLayout::rope_entries`]).
 #[derive(Debug, Clone)]
 pub struct RopeTable<B: Backend> {
     /// `cos(pos · f_i)`.
@@ -92,32 +92,6 @@ impl<B: Backend> RopeTable<B> {
             cos: crate::util::tensor_from(cos, [rows, n, half], device),
             sin: crate::util::tensor_from(sin, [rows, n, half], device),
         }
-    }
-
-    /// The table of a batch's tokens: positions `0..s` for unpacked rows, or each token's
-    /// position inside its sample ([`SampleLayout::positions`]).
-    pub fn for_tokens(freqs: &[f32], layout: &SampleLayout<B>, device: &B::Device) -> Self {
-        let (b, s) = (layout.bounds().rows(), layout.bounds().seq());
-        match layout.positions() {
-            None => Self::new(freqs, 0..s, device),
-            Some(p) => Self::per_row(freqs, &p, b, s, device),
-        }
-    }
-
-    /// The table of compressed entries: each entry's first-token position in its sample.
-    pub fn for_entries(
-        freqs: &[f32],
-        entries: &EntryLayout<B>,
-        rows: usize,
-        device: &B::Device,
-    ) -> Self {
-        let n = entries.n;
-        let rows = if entries.positions.len() == n {
-            1
-        } else {
-            rows
-        };
-        Self::per_row(freqs, &entries.positions, rows, n, device)
     }
 
     /// Rotates `x` `[b, s, h, r]` (r = rope dims, s = table rows); `inverse` rotates by `−pos`.

@@ -15,14 +15,24 @@
 //!   sample.
 //!
 //! Without packing (every row one sample) the layout takes the unpacked code paths, so the
-//! reference parity of the plain forward is untouched. Masks are built lazily per window size
-//! and compression ratio and cached for the whole forward pass.
+//! reference parity of the plain forward is untouched.
+//!
+//! The layout is also the forward pass's store of constants that every layer shares: window
+//! layouts, entry layouts, RoPE tables (spec §2.4) and the indexer's Hadamard matrix (§2.7).
+//! Each is built lazily, once per forward pass (per window size, compression ratio, frequency
+//! set or order), and reused by every layer: no layer redoes host work. Compressed visibility is
+//! kept as per-query entry ranges `[lo, hi)`, so no `[s, n]` mask is ever built on the host and
+//! sparse layers only ever materialise the rows they need ([`EntryLayout::visible_rows`]).
 
-use crate::masks::{compressed_visible, WindowLayout};
+use crate::hadamard::hadamard_matrix;
+use crate::masks::WindowLayout;
+use crate::rope::RopeTable;
 use crate::samples::SampleBounds;
-use crate::util::{bool_tensor_from, int_tensor_from, tensor_from};
+use crate::util::{bool_tensor_from, int_tensor_from, tensor_from, Memo};
+use crate::window::{Window, WindowKeys};
 use burn::tensor::{backend::Backend, Bool, Int, Tensor};
-use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// How one compressor (ratio `r`) sees the batch: which tokens each entry pools, where its rope
 /// position is, and which queries see it.
@@ -42,18 +52,76 @@ pub struct EntryLayout<B: Backend> {
     /// Rope position of each entry's first token inside its sample: `[n]` for all rows, or
     /// `[b·n]` per row when packed.
     pub positions: Vec<usize>,
-    /// `[b, s, n]`: query t sees entry j (same sample, block complete).
-    pub visible: Tensor<B, 3, Bool>,
+    /// `[1 or b, s, 1]`: the first entry query t sees (same sample).
+    pub lo: Tensor<B, 3, Int>,
+    /// `[1 or b, s, 1]`: one past the last entry query t sees (its sample's complete blocks).
+    pub hi: Tensor<B, 3, Int>,
+    /// Host copy of `[lo, hi)` per query (`[b·s]`, row-major) when rows are packed; `None`:
+    /// `[0, (t + 1) / ratio)` for every row.
+    spans: Option<Arc<[(u32, u32)]>>,
+    rows: usize,
+    seq: usize,
 }
 
-/// The device-side view of a batch's samples for one forward pass.
+impl<B: Backend> EntryLayout<B> {
+    /// `[b, s, n]`: query t sees entry j (same sample, block complete).
+    pub fn visible(&self) -> Tensor<B, 3, Bool> {
+        self.visible_rows(0..self.seq)
+    }
+
+    /// [`visible`](Self::visible) for the queries `rows` only: `[b, rows.len(), n]`.
+    pub fn visible_rows(&self, rows: Range<usize>) -> Tensor<B, 3, Bool> {
+        let (b, c, n) = (self.rows, rows.len(), self.n);
+        let idx = Tensor::<B, 1, Int>::arange(0..n as i64, &self.lo.device())
+            .reshape([1, 1, n])
+            .expand([b, c, n]);
+        self.sees(rows, idx)
+    }
+
+    /// Whether the queries `rows` see the entries `index` (`[b, rows.len(), k]`, any values).
+    pub fn sees(&self, rows: Range<usize>, index: Tensor<B, 3, Int>) -> Tensor<B, 3, Bool> {
+        let shape = index.dims();
+        let lo = self.lo.clone().slice_dim(1, rows.clone()).expand(shape);
+        let hi = self.hi.clone().slice_dim(1, rows).expand(shape);
+        index.clone().greater_equal(lo).bool_and(index.lower(hi))
+    }
+
+    /// The entries any of the queries `rows` sees (empty when none sees one).
+    pub fn columns(&self, rows: Range<usize>) -> Range<usize> {
+        if rows.is_empty() {
+            return 0..0;
+        }
+        let Some(spans) = &self.spans else {
+            return 0..(rows.end / self.ratio).min(self.n);
+        };
+        let (mut lo, mut hi) = (u32::MAX, 0);
+        for r in 0..self.rows {
+            for &(l, h) in &spans[r * self.seq + rows.start..r * self.seq + rows.end] {
+                if h > l {
+                    lo = lo.min(l);
+                    hi = hi.max(h);
+                }
+            }
+        }
+        if hi == 0 {
+            0..0
+        } else {
+            lo as usize..hi as usize
+        }
+    }
+}
+
+/// The device-side view of a batch's samples for one forward pass, and the constants every
+/// layer of that pass shares.
 #[derive(Debug)]
 pub struct SampleLayout<B: Backend> {
     bounds: SampleBounds,
     counted: Vec<bool>,
     device: B::Device,
-    windows: RefCell<Vec<(usize, Tensor<B, 5, Bool>)>>,
-    entries: RefCell<Vec<(usize, Option<EntryLayout<B>>)>>,
+    windows: Memo<usize, WindowKeys<B>>,
+    entries: Memo<usize, Option<EntryLayout<B>>>,
+    ropes: Memo<(Vec<u32>, usize), RopeTable<B>>,
+    hadamard: Memo<usize, Tensor<B, 2>>,
 }
 
 impl<B: Backend> SampleLayout<B> {
@@ -68,8 +136,10 @@ impl<B: Backend> SampleLayout<B> {
             bounds,
             counted,
             device: device.clone(),
-            windows: RefCell::new(Vec::new()),
-            entries: RefCell::new(Vec::new()),
+            windows: Memo::default(),
+            entries: Memo::default(),
+            ropes: Memo::default(),
+            hadamard: Memo::default(),
         }
     }
 
@@ -143,16 +213,28 @@ impl<B: Backend> SampleLayout<B> {
         Self::new(bounds, Some(counted), &self.device)
     }
 
+    /// The sliding window of `size` keys for this batch (clamped to the sequence), with its
+    /// chunked key rows and validity (restricted to each query's sample when rows are packed),
+    /// built once per window size.
+    pub fn window(&self, size: usize) -> Window<B> {
+        let s = self.bounds.seq();
+        let size = size.clamp(1, s.max(1));
+        let keys = self.windows.get_or(size, || {
+            if self.is_packed() {
+                self.packed_window(size)
+            } else {
+                WindowKeys::unpacked(s, size, &self.device)
+            }
+        });
+        Window {
+            size,
+            keys: Some(keys),
+        }
+    }
+
     /// `[b, chunks, w, 1, 2w]` window validity in [`WindowLayout`]'s chunked layout, with keys
-    /// restricted to the query's sample; `None` when rows are not packed (the layout's own mask
-    /// applies to every row).
-    pub fn window_mask(&self, window: usize) -> Option<Tensor<B, 5, Bool>> {
-        if !self.is_packed() {
-            return None;
-        }
-        if let Some((_, m)) = self.windows.borrow().iter().find(|(w, _)| *w == window) {
-            return Some(m.clone());
-        }
+    /// restricted to the query's sample.
+    fn packed_window(&self, window: usize) -> WindowKeys<B> {
         let (b, s) = (self.bounds.rows(), self.bounds.seq());
         let layout = WindowLayout::new(s, window);
         let (nc, k) = (layout.chunks, layout.keys());
@@ -172,26 +254,57 @@ impl<B: Backend> SampleLayout<B> {
                 }
             }
         }
-        let m = bool_tensor_from::<B, 5>(v, [b, nc, window, 1, k], &self.device);
-        self.windows.borrow_mut().push((window, m.clone()));
-        Some(m)
+        WindowKeys {
+            rows: int_tensor_from(rows, [nc * k], &self.device),
+            mask: bool_tensor_from::<B, 5>(v, [b, nc, window, 1, k], &self.device),
+        }
     }
 
     /// How a compressor of ratio `ratio` sees the batch; `None` when no sample holds a complete
     /// block.
     pub fn entries(&self, ratio: usize) -> Option<EntryLayout<B>> {
-        if let Some((_, e)) = self.entries.borrow().iter().find(|(r, _)| *r == ratio) {
-            return e.clone();
-        }
-        let e = if ratio == 0 {
-            None
-        } else if self.is_packed() {
-            self.packed_entries(ratio)
-        } else {
-            self.whole_entries(ratio)
-        };
-        self.entries.borrow_mut().push((ratio, e.clone()));
-        e
+        self.entries.get_or(ratio, || {
+            if ratio == 0 {
+                None
+            } else if self.is_packed() {
+                self.packed_entries(ratio)
+            } else {
+                self.whole_entries(ratio)
+            }
+        })
+    }
+
+    /// The RoPE table of the batch's tokens for frequencies `freqs`: positions `0..s` for
+    /// unpacked rows, or each token's position inside its sample.
+    pub fn rope_tokens(&self, freqs: &[f32]) -> RopeTable<B> {
+        let key = (freqs.iter().map(|f| f.to_bits()).collect(), 0);
+        self.ropes.get_or(key, || {
+            let (b, s) = (self.bounds.rows(), self.bounds.seq());
+            match self.positions() {
+                None => RopeTable::new(freqs, 0..s, &self.device),
+                Some(p) => RopeTable::per_row(freqs, &p, b, s, &self.device),
+            }
+        })
+    }
+
+    /// The RoPE table of the entries of `entries` (each entry's first-token position in its
+    /// sample) for frequencies `freqs`.
+    pub fn rope_entries(&self, freqs: &[f32], entries: &EntryLayout<B>) -> RopeTable<B> {
+        let key = (freqs.iter().map(|f| f.to_bits()).collect(), entries.ratio);
+        self.ropes.get_or(key, || {
+            let n = entries.n;
+            let rows = if entries.positions.len() == n {
+                1
+            } else {
+                self.bounds.rows()
+            };
+            RopeTable::per_row(freqs, &entries.positions, rows, n, &self.device)
+        })
+    }
+
+    /// The Sylvester Hadamard matrix of order `n` on this pass's device.
+    pub fn hadamard(&self, n: usize) -> Tensor<B, 2> {
+        self.hadamard.get_or(n, || hadamard_matrix(n, &self.device))
     }
 
     fn whole_entries(&self, ratio: usize) -> Option<EntryLayout<B>> {
@@ -200,19 +313,20 @@ impl<B: Backend> SampleLayout<B> {
         if n == 0 {
             return None;
         }
-        let visible =
-            bool_tensor_from::<B, 3>(compressed_visible(s, n, ratio), [1, s, n], &self.device)
-                .expand([b, s, n]);
+        let hi: Vec<i64> = (0..s).map(|t| ((t + 1) / ratio) as i64).collect();
         Some(EntryLayout {
             ratio,
             n,
             gather: None,
             first: None,
             positions: (0..n).map(|i| i * ratio).collect(),
-            visible,
+            lo: Tensor::zeros([1, s, 1], &self.device),
+            hi: int_tensor_from(hi, [1, s, 1], &self.device),
+            spans: None,
+            rows: b,
+            seq: s,
         })
     }
-
     fn packed_entries(&self, ratio: usize) -> Option<EntryLayout<B>> {
         let (b, s) = (self.bounds.rows(), self.bounds.seq());
         // Per row: (first token, in-sample position, first-in-sample) of each entry, and per
@@ -252,19 +366,22 @@ impl<B: Backend> SampleLayout<B> {
             }
         }
         let dev = &self.device;
-        let idx = Tensor::<B, 1, Int>::arange(0..n as i64, dev)
-            .reshape([1, 1, n])
-            .expand([b, s, n]);
-        let lo = int_tensor_from::<B, 3>(lo, [b, s, 1], dev).expand([b, s, n]);
-        let hi = int_tensor_from::<B, 3>(hi, [b, s, 1], dev).expand([b, s, n]);
-        let visible = idx.clone().greater_equal(lo).bool_and(idx.lower(hi));
+        let spans = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&l, &h)| (l as u32, h as u32))
+            .collect();
         Some(EntryLayout {
             ratio,
             n,
             gather: Some(int_tensor_from(gather, [b * n * ratio], dev)),
             first: Some(bool_tensor_from(first, [b, n, 1, 1], dev)),
             positions,
-            visible,
+            lo: int_tensor_from(lo, [b, s, 1], dev),
+            hi: int_tensor_from(hi, [b, s, 1], dev),
+            spans: Some(spans),
+            rows: b,
+            seq: s,
         })
     }
 }

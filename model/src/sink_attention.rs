@@ -4,13 +4,17 @@
 //!
 //! The window part is computed in chunks of `window` queries against their `2·window` candidate
 //! keys, so cost is O(s · window), not O(s²); with packed samples a `[b, chunks, w, 2w]` mask
-//! keeps each query's keys inside its sample. Compressed entries are scored densely and masked
-//! (visibility, and the indexer's top-k selection for CSA).
+//! keeps each query's keys inside its sample ([`crate::window`]). Compressed entries come in two
+//! forms: every entry scored and the invisible ones masked ([`CompressedKeys`]: HCA, and CSA in
+//! the dense warm-up), or only the entries each query attends gathered per query
+//! ([`SelectedKeys`]: sparse CSA, O(s · k) — the indexer's top-k, never an `[s, n]` tensor).
 
-use crate::masks::WindowLayout;
-use crate::util::{bool_tensor_from, int_tensor_from};
+use crate::util::gather_entries;
+use crate::window::Window;
 use burn::tensor::activation::softmax;
-use burn::tensor::{backend::Backend, Bool, Tensor};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor};
+
+pub use crate::window::WindowKeys;
 
 /// Compressed keys for one layer: entries `[b, n, D]` and which query sees which `[b, s, n]`.
 #[derive(Debug, Clone)]
@@ -21,32 +25,70 @@ pub struct CompressedKeys<B: Backend> {
     pub visible: Tensor<B, 3, Bool>,
 }
 
-/// The sliding window of one attention call: its length and, for packed samples, the
-/// `[b, chunks, w, 1, 2w]` validity that keeps keys inside the query's sample
-/// ([`crate::sample_layout::SampleLayout::window_mask`]).
+/// The compressed entries each query attends, by index (sparse CSA).
 #[derive(Debug, Clone)]
-pub struct Window<B: Backend> {
-    /// Keys per query (`sliding_window`).
-    pub size: usize,
-    /// Sample-aware validity; `None`: every row unpacked.
-    pub mask: Option<Tensor<B, 5, Bool>>,
+pub struct SelectedKeys<B: Backend> {
+    /// Entries `[b, n, D]` (keys = values).
+    pub kv: Tensor<B, 3>,
+    /// `[b, s, k]` entries attended by query t.
+    pub index: Tensor<B, 3, Int>,
+    /// `[b, s, k]`: the slot holds a visible entry (others are left out of the softmax).
+    pub valid: Tensor<B, 3, Bool>,
 }
 
-impl<B: Backend> Window<B> {
-    /// The window of `size` keys over `s` tokens (clamped to the sequence), with the sample
-    /// mask of `layout` when its rows are packed.
-    pub fn for_sequence(size: usize, s: usize, layout: &crate::SampleLayout<B>) -> Self {
-        let size = size.clamp(1, s.max(1));
-        Self {
-            size,
-            mask: layout.window_mask(size),
+/// The compressed part of one call, in either form.
+enum Extra<B: Backend> {
+    /// `[b, n, D]` entries and `[b, s, n]` visibility.
+    Dense(Tensor<B, 3>, Tensor<B, 3, Bool>),
+    /// `[b·s, k, D]` gathered entries and `[b, s, k]` validity.
+    Gathered(Tensor<B, 3>, Tensor<B, 3, Bool>),
+}
+
+impl<B: Backend> Extra<B> {
+    fn width(&self) -> usize {
+        match self {
+            Extra::Dense(kv, _) => kv.dims()[1],
+            Extra::Gathered(kv, _) => kv.dims()[1],
         }
     }
-}
 
-impl<B: Backend> From<usize> for Window<B> {
-    fn from(size: usize) -> Self {
-        Self { size, mask: None }
+    /// Scores `[b, s, h, m]` of `q` `[b, s, h, D]`, −∞ where not attended.
+    fn scores(&self, q: Tensor<B, 4>, scale: f64) -> Tensor<B, 4> {
+        let [b, s, h, d] = q.dims();
+        let m = self.width();
+        let (z, mask) = match self {
+            Extra::Dense(kv, vis) => (
+                q.reshape([b, s * h, d]).matmul(kv.clone().swap_dims(1, 2)),
+                vis,
+            ),
+            Extra::Gathered(kv, valid) => (
+                q.reshape([b * s, h, d]).matmul(kv.clone().swap_dims(1, 2)),
+                valid,
+            ),
+        };
+        let attended = mask.clone().reshape([b, s, 1, m]).expand([b, s, h, m]);
+        z.mul_scalar(scale)
+            .reshape([b, s, h, m])
+            .mask_fill(attended.bool_not(), f32::NEG_INFINITY)
+    }
+
+    /// `Σ_j p_j kv_j` `[b, s, h, D]` for probabilities `p` `[b, s, h, m]`.
+    fn values(&self, p: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, s, h, m] = p.dims();
+        match self {
+            Extra::Dense(kv, _) => {
+                let d = kv.dims()[2];
+                p.reshape([b, s * h, m])
+                    .matmul(kv.clone())
+                    .reshape([b, s, h, d])
+            }
+            Extra::Gathered(kv, _) => {
+                let d = kv.dims()[2];
+                p.reshape([b * s, h, m])
+                    .matmul(kv.clone())
+                    .reshape([b, s, h, d])
+            }
+        }
     }
 }
 
@@ -76,23 +118,45 @@ pub fn sink_attention_probs<B: Backend>(
     window: impl Into<Window<B>>,
     want_probs: bool,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
+    let extra = compressed.map(|c| Extra::Dense(c.kv.clone(), c.visible.clone()));
+    attend(q, kv, extra, sink, scale, window.into(), want_probs)
+}
+
+/// Sparse CSA: [`sink_attention_probs`] over the window plus, per query, only the entries of
+/// `selected` (gathered, `[b·s, k, D]`); the probabilities are those of the `k` slots
+/// `[b, s, H, k]` (0 for invalid slots).
+pub fn sink_attention_selected<B: Backend>(
+    q: Tensor<B, 4>,
+    kv: Tensor<B, 3>,
+    selected: &SelectedKeys<B>,
+    sink: Tensor<B, 1>,
+    scale: f64,
+    window: impl Into<Window<B>>,
+    want_probs: bool,
+) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
+    let keys = gather_entries(selected.kv.clone(), selected.index.clone());
+    let extra = Some(Extra::Gathered(keys, selected.valid.clone()));
+    attend(q, kv, extra, sink, scale, window.into(), want_probs)
+}
+
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    kv: Tensor<B, 3>,
+    extra: Option<Extra<B>>,
+    sink: Tensor<B, 1>,
+    scale: f64,
+    window: Window<B>,
+    want_probs: bool,
+) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
     let [b, s, h, d] = q.dims();
     let device = q.device();
-    let Window { size, mask } = window.into();
-    // A window at least as long as the sequence sees every earlier key; clamping it keeps the
-    // chunked layout O(s²) rather than O(window²) (a 2^20-token window on 3 tokens). A sample
-    // mask was built for the clamped window ([`Window::for_sequence`]).
-    let window = match &mask {
-        Some(m) => m.dims()[2],
-        None => size.clamp(1, s.max(1)),
-    };
-    let layout = WindowLayout::new(s, window);
-    let (nc, w, k) = (layout.chunks, window, layout.keys());
-    let sp = nc * w;
+    let keys = window.keys_for(s, &device);
+    let w = keys.window();
+    let nc = s.div_ceil(w);
+    let (k, sp) = (2 * w, nc * w);
 
     // Window scores [b, s, H, 2w].
-    let rows = int_tensor_from::<B, 1>(layout.key_rows(), [nc * k], &device);
-    let kvc = kv.select(1, rows).reshape([b, nc, k, d]);
+    let kvc = kv.select(1, keys.rows).reshape([b, nc, k, d]);
     let qp = if sp > s {
         Tensor::cat(
             vec![q.clone(), Tensor::zeros([b, sp - s, h, d], &device)],
@@ -106,9 +170,7 @@ pub fn sink_attention_probs<B: Backend>(
         .matmul(kvc.clone().swap_dims(2, 3))
         .mul_scalar(scale)
         .reshape([b, nc, w, h, k]);
-    let valid = mask
-        .unwrap_or_else(|| bool_tensor_from::<B, 5>(layout.mask(), [1, nc, w, 1, k], &device))
-        .expand([b, nc, w, h, k]);
+    let valid = keys.mask.expand([b, nc, w, h, k]);
     let sw = sw
         .mask_fill(valid.bool_not(), f32::NEG_INFINITY)
         .reshape([b, sp, h, k])
@@ -116,15 +178,9 @@ pub fn sink_attention_probs<B: Backend>(
 
     let sink_col = sink.reshape([1, 1, h, 1]).expand([b, s, h, 1]);
     let mut parts = vec![sw];
-    let n = compressed.map(|c| c.kv.dims()[1]).unwrap_or(0);
-    if let Some(c) = compressed {
-        let sc = q
-            .reshape([b, s * h, d])
-            .matmul(c.kv.clone().swap_dims(1, 2))
-            .mul_scalar(scale)
-            .reshape([b, s, h, n]);
-        let vis = c.visible.clone().reshape([b, s, 1, n]).expand([b, s, h, n]);
-        parts.push(sc.mask_fill(vis.bool_not(), f32::NEG_INFINITY));
+    let n = extra.as_ref().map_or(0, Extra::width);
+    if let Some(e) = &extra {
+        parts.push(e.scores(q, scale));
     }
     parts.push(sink_col);
     let p = softmax(Tensor::cat(parts, 3), 3);
@@ -140,12 +196,11 @@ pub fn sink_attention_probs<B: Backend>(
         .matmul(kvc)
         .reshape([b, sp, h, d])
         .slice_dim(1, 0..s);
-    match compressed {
-        Some(c) => {
+    match extra {
+        Some(e) => {
             let pc = p.slice_dim(3, k..k + n);
             let probs = want_probs.then(|| pc.clone().detach());
-            let oc = pc.reshape([b, s * h, n]).matmul(c.kv.clone());
-            (ow + oc.reshape([b, s, h, d]), probs)
+            (ow + e.values(pc), probs)
         }
         None => (ow, None),
     }
@@ -154,7 +209,7 @@ pub fn sink_attention_probs<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::{tensor_from, to_vec};
+    use crate::util::{bool_tensor_from, tensor_from, to_vec};
     use burn::backend::Flex;
 
     /// Dense reference: explicit loops over every (t, h) with the spec's visibility rules.

@@ -40,3 +40,41 @@ pub fn bool_tensor_from<B: Backend, const D: usize>(
 ) -> Tensor<B, D, burn::tensor::Bool> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
+
+/// A per-forward memo: values computed once per key and handed out as clones (tensors are
+/// reference-counted, so a clone shares the buffer).
+#[derive(Debug)]
+pub struct Memo<K, V>(std::cell::RefCell<Vec<(K, V)>>);
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Self(std::cell::RefCell::new(Vec::new()))
+    }
+}
+
+impl<K: PartialEq, V: Clone> Memo<K, V> {
+    /// The value of `key`, computed by `make` the first time.
+    pub fn get_or(&self, key: K, make: impl FnOnce() -> V) -> V {
+        if let Some((_, v)) = self.0.borrow().iter().find(|(k, _)| *k == key) {
+            return v.clone();
+        }
+        let v = make();
+        self.0.borrow_mut().push((key, v.clone()));
+        v
+    }
+}
+
+/// Rows `index` `[b, s, k]` (entries `0..n` of each batch row) of `entries` `[b, n, D]`,
+/// gathered into `[b·s, k, D]`: the entries each query attends.
+pub fn gather_entries<B: Backend>(entries: Tensor<B, 3>, index: Tensor<B, 3, Int>) -> Tensor<B, 3> {
+    let [b, n, d] = entries.dims();
+    let [_, s, k] = index.dims();
+    let offset = Tensor::<B, 1, Int>::arange(0..b as i64, &index.device())
+        .mul_scalar(n as i64)
+        .reshape([b, 1, 1]);
+    let flat = (index + offset).reshape([b * s * k]);
+    entries
+        .reshape([b * n, d])
+        .select(0, flat)
+        .reshape([b * s, k, d])
+}

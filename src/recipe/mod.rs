@@ -30,7 +30,8 @@ pub use loss::LossConfig;
 pub use model::{ModelRecipe, ModelSource};
 pub use overrides::Override;
 pub use train::{
-    Attention, Dtype, Freeze, NanPolicy, TrainConfig, MAX_MICRO_TOKENS, MAX_STEP_TOKENS,
+    ActivationCheckpointing, Attention, Dtype, Freeze, NanPolicy, TrainConfig, MAX_MICRO_TOKENS,
+    MAX_STEP_TOKENS,
 };
 
 use de::{blame, path, typed};

@@ -35,6 +35,18 @@ pub enum Attention {
     Dense,
 }
 
+/// What autodiff keeps for backward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationCheckpointing {
+    /// Every activation of the forward pass (fastest).
+    #[default]
+    None,
+    /// Only each block's input streams; backward recomputes one block at a time (the same
+    /// gradients, about one more forward pass of compute, far less memory at long context).
+    Block,
+}
+
 /// Which parameters learn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -81,6 +93,13 @@ pub struct TrainConfig {
     /// Skip the start-up check that the estimated peak memory of a step fits the device
     /// (default false).
     pub skip_memory_check: bool,
+    /// `"none"` (default) or `"block"`: recompute each block in backward instead of keeping its
+    /// activations (not needed, and not applied, with `freeze = "all-but-indexer"`: only the
+    /// indexers record a graph then).
+    pub activation_checkpointing: ActivationCheckpointing,
+    /// Queries per chunk of the lightning indexer's score pass, whose live tensor is
+    /// `[chunk, index_n_heads, seq_len / 4]` (default 0: automatic, at most 256 MiB of scores).
+    pub indexer_chunk: usize,
 }
 
 impl Default for TrainConfig {
@@ -99,6 +118,8 @@ impl Default for TrainConfig {
             freeze: Freeze::None,
             max_consecutive_skips: 10,
             skip_memory_check: false,
+            activation_checkpointing: ActivationCheckpointing::None,
+            indexer_chunk: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod objectives;
 pub mod optimizer_step;
 pub mod preflight;
 pub mod provenance;
+pub mod recompute;
 pub mod run_dir;
 pub mod run_lock;
 pub mod step;

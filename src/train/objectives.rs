@@ -23,6 +23,7 @@ pub fn forward_options(recipe: &Recipe) -> ForwardOptions {
         indexer_loss: recipe.loss.indexer_weight > 0.0,
         balance_loss: recipe.loss.balance_alpha > 0.0,
         expert_fp4: recipe.train.expert_fp4_qat,
+        indexer_chunk: recipe.train.indexer_chunk,
     }
 }
 
@@ -47,11 +48,7 @@ pub fn aux_loss<B: AutodiffBackend>(
     };
     let kl = sum(aux.iter().filter_map(|a| a.indexer_loss.clone()).collect());
     let bal = sum(aux.iter().filter_map(|a| a.balance_loss.clone()).collect());
-    let value = |t: &Option<Tensor<B, 1>>| {
-        t.as_ref()
-            .map(|t| v4_model::util::to_vec(t.clone().inner())[0] as f64)
-    };
-    let (indexer_kl, balance) = (value(&kl), value(&bal));
+    let (indexer_kl, balance) = aux_values(aux);
     let weighted = [
         kl.map(|t| t.mul_scalar(indexer_weight)),
         bal.map(|t| t.mul_scalar(balance_alpha)),
@@ -61,6 +58,22 @@ pub fn aux_loss<B: AutodiffBackend>(
         indexer_kl,
         balance,
     }
+}
+
+/// The values of [`aux_loss`]'s sums (Σ indexer KL, Σ balance), read without recording
+/// anything on the autodiff graph.
+pub fn aux_values<B: AutodiffBackend>(aux: &[LayerAux<B>]) -> (Option<f64>, Option<f64>) {
+    let value = |terms: Vec<Tensor<B::InnerBackend, 1>>| {
+        terms
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .map(|t| v4_model::util::to_vec(t)[0] as f64)
+    };
+    let inner = |t: &Option<Tensor<B, 1>>| t.clone().map(|t| t.inner());
+    (
+        value(aux.iter().filter_map(|a| inner(&a.indexer_loss)).collect()),
+        value(aux.iter().filter_map(|a| inner(&a.balance_loss)).collect()),
+    )
 }
 
 /// Expert load of one optimizer step, summed over its micro-batches, per block (main blocks,

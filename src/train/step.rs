@@ -1,20 +1,23 @@
 //! One optimizer step (training spec §2–§5): forward/backward over the step's micro-batches with
 //! the V4 objective — token-weighted next-token CE, the MTP CE, the indexer KL and the
 //! sequence-wise balance loss (frozen parameters get no gradient: see
-//! [`super::objectives::freeze_params`]) — then global-norm clipping, the NaN policy, the
-//! Muon/AdamW update and the auxiliary-loss-free bias update from the step's expert load.
+//! [`super::objectives::freeze_params`]), with every activation kept or, under
+//! `[train] activation_checkpointing = "block"`, each block recomputed in backward
+//! ([`super::recompute`]) — then global-norm clipping, the NaN policy, the Muon/AdamW update and
+//! the auxiliary-loss-free bias update from the step's expert load.
 
 use super::batches::MicroBatch;
 use super::grads::{clip, merge};
 use super::loss::cross_entropy;
-use super::objectives::{aux_loss, StepLoads};
+use super::objectives::{aux_loss, aux_values, StepLoads};
 use super::optimizer_step::apply_optimizer;
-use crate::recipe::{Freeze, NanPolicy, Recipe};
+use super::recompute::backward_by_block;
+use crate::recipe::{ActivationCheckpointing, Freeze, LossConfig, NanPolicy, Recipe};
 use anyhow::{anyhow, bail, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
-use v4_model::{ForwardOptions, V4Model};
+use burn::tensor::{Int, Tensor, TensorData};
+use v4_model::{ForwardOptions, LayerAux, V4Model};
 use v4_optim::V4Optimizer;
 
 /// Per-step switches that do not change within a run.
@@ -69,32 +72,51 @@ pub fn train_step<B: AutodiffBackend>(
     let mut grads = GradientsParams::new();
     let mut r = StepResult::default();
     let (mut main_sum, mut mtp_sum, mut kl_sum, mut bal_sum) = (0.0, 0.0, None, None);
+    let checkpointing = cfg.recipe.train.activation_checkpointing == ActivationCheckpointing::Block
+        && cfg.recipe.train.freeze == Freeze::None;
     for (batch, mtp_labels) in batches.iter().zip(mtp_labels) {
         let (ids, labels) = batch.tensors::<B>(device);
         let layout = batch.layout::<B>(ignore, device)?;
-        let out = model.forward_samples(ids, &layout, cfg.opts, false, mtp_weight > 0.0);
-        let (main, kept) = cross_entropy(out.logits, labels, ignore);
-        let share = kept as f64 / main_total.max(1) as f64;
-        main_sum += scalar(&main) * share;
-        let mut loss = main.mul_scalar(share);
-        // MTP: `mtp_logits[0]` is [b, s − 1, V]; position t predicts the label of input t + 1
-        // (never across a masked sample boundary).
-        if let Some(lg) = out.mtp_logits.first().filter(|_| mtp_weight > 0.0) {
-            let [b, w, _] = lg.dims();
-            let targets = Tensor::from_data(TensorData::new(mtp_labels, [b, w]), device);
-            let (m, kept) = cross_entropy(lg.clone(), targets, ignore);
-            let share = kept as f64 / mtp_total.max(1) as f64;
-            mtp_sum += scalar(&m) * share;
-            loss = loss + m.mul_scalar(mtp_weight * share);
-        }
-        let aux = aux_loss(&out.aux, loss_cfg.indexer_weight, loss_cfg.balance_alpha);
-        r.loads.add(&out.aux);
-        kl_sum = add_opt(kl_sum, aux.indexer_kl.map(|v| v / n));
-        bal_sum = add_opt(bal_sum, aux.balance.map(|v| v / n));
-        if let Some(a) = aux.loss {
-            loss = loss + a.div_scalar(n);
-        }
-        let g = GradientsParams::from_grads(loss.backward(), &model);
+        let objective = Objective {
+            labels,
+            mtp_labels,
+            ignore,
+            mtp_weight,
+            main_total,
+            mtp_total,
+            micro_batches: n,
+            loss: loss_cfg,
+            device,
+        };
+        let (g, aux, (main, mtp)) = if checkpointing {
+            let mut figures = (0.0, 0.0);
+            let (g, aux) = backward_by_block(
+                &model,
+                ids,
+                &layout,
+                cfg.opts,
+                mtp_weight > 0.0,
+                |logits, mtp_logits, mtp_aux| {
+                    let (loss, main, mtp) = objective.heads(logits, mtp_logits);
+                    figures = (main, mtp);
+                    add_opt_tensor(loss, objective.aux(mtp_aux))
+                },
+                |a| objective.aux(std::slice::from_ref(a)),
+            );
+            (g, aux, figures)
+        } else {
+            let out = model.forward_samples(ids, &layout, cfg.opts, false, mtp_weight > 0.0);
+            let (loss, main, mtp) = objective.heads(out.logits, &out.mtp_logits);
+            let loss = add_opt_tensor(loss, objective.aux(&out.aux));
+            let g = GradientsParams::from_grads(loss.backward(), &model);
+            (g, out.aux, (main, mtp))
+        };
+        main_sum += main;
+        mtp_sum += mtp;
+        let (kl, bal) = aux_values(&aux);
+        r.loads.add(&aux);
+        kl_sum = add_opt(kl_sum, kl.map(|v| v / n));
+        bal_sum = add_opt(bal_sum, bal.map(|v| v / n));
         grads = merge::<B>(&model, grads, g);
     }
     r.loss = main_sum;
@@ -128,6 +150,59 @@ pub fn train_step<B: AutodiffBackend>(
     }
     r.applied = true;
     Ok((model, r))
+}
+
+/// One micro-batch's objective, in the pieces that activation checkpointing applies apart: the
+/// heads (next-token and MTP cross-entropy, each a share of the step's trained tokens) and the
+/// blocks' auxiliary losses (indexer KL, balance loss, weighted, divided by the micro-batches).
+struct Objective<'a, B: AutodiffBackend> {
+    labels: Tensor<B, 2, Int>,
+    mtp_labels: Vec<i64>,
+    ignore: i64,
+    mtp_weight: f64,
+    main_total: usize,
+    mtp_total: usize,
+    micro_batches: f64,
+    loss: &'a LossConfig,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> Objective<'_, B> {
+    /// The heads' loss and its two parts' values (main CE and MTP CE, as shares of the step).
+    fn heads(&self, logits: Tensor<B, 3>, mtp_logits: &[Tensor<B, 3>]) -> (Tensor<B, 1>, f64, f64) {
+        let (main, kept) = cross_entropy(logits, self.labels.clone(), self.ignore);
+        let share = kept as f64 / self.main_total.max(1) as f64;
+        let main_value = scalar(&main) * share;
+        let mut loss = main.mul_scalar(share);
+        let mut mtp_value = 0.0;
+        // MTP: `mtp_logits[0]` is [b, s − 1, V]; position t predicts the label of input t + 1
+        // (never across a masked sample boundary).
+        if let Some(lg) = mtp_logits.first().filter(|_| self.mtp_weight > 0.0) {
+            let [b, w, _] = lg.dims();
+            let targets = Tensor::from_data(
+                TensorData::new(self.mtp_labels.clone(), [b, w]),
+                self.device,
+            );
+            let (m, kept) = cross_entropy(lg.clone(), targets, self.ignore);
+            let share = kept as f64 / self.mtp_total.max(1) as f64;
+            mtp_value = scalar(&m) * share;
+            loss = loss + m.mul_scalar(self.mtp_weight * share);
+        }
+        (loss, main_value, mtp_value)
+    }
+
+    /// The weighted auxiliary losses of `aux`, per micro-batch.
+    fn aux(&self, aux: &[LayerAux<B>]) -> Option<Tensor<B, 1>> {
+        let a = aux_loss(aux, self.loss.indexer_weight, self.loss.balance_alpha);
+        a.loss.map(|a| a.div_scalar(self.micro_batches))
+    }
+}
+
+fn add_opt_tensor<B: AutodiffBackend>(a: Tensor<B, 1>, b: Option<Tensor<B, 1>>) -> Tensor<B, 1> {
+    match b {
+        Some(b) => a + b,
+        None => a,
+    }
 }
 
 fn scalar<B: AutodiffBackend>(t: &burn::tensor::Tensor<B, 1>) -> f64 {

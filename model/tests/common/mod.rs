@@ -16,6 +16,20 @@ use v4_model::{MapSource, ModelConfig, V4Model};
 
 pub type B = Flex;
 
+/// The whole process runs f64: every float tensor the model creates (weights, masks, rope
+/// tables) takes the device's default float dtype. Call it before creating any tensor.
+pub fn use_f64() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        burn::tensor::set_default_dtypes::<Flex>(
+            &Default::default(),
+            burn::tensor::FloatDType::F64,
+            burn::tensor::IntDType::I32,
+        )
+        .expect("set the default float dtype before any tensor is created");
+    });
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")

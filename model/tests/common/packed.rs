@@ -52,6 +52,8 @@ pub fn opts(mode: AttentionMode) -> ForwardOptions {
         indexer_loss: true,
         balance_loss: true,
         expert_fp4: false,
+        // small chunks: the indexer's chunked score pass crosses sample boundaries
+        indexer_chunk: 7,
     }
 }
 
