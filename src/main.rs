@@ -1,5 +1,6 @@
 //! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
 
+mod bench_moe_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
 mod export_cmd;
@@ -65,6 +66,8 @@ enum Command {
 enum BenchCommand {
     /// Newton–Schulz (Muon) timing on V4-Flash shapes.
     Optim(bench_optim_cmd::BenchOptimArgs),
+    /// One MoE layer's forward + backward and the Muon step over its routed experts.
+    Moe(bench_moe_cmd::BenchMoeArgs),
 }
 
 /// `v4train RECIPE.toml ...` parsed like `v4train train RECIPE.toml ...`.
@@ -147,6 +150,9 @@ fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
         Command::OptimPlan(a) => optim_plan_cmd::run(a),
         Command::Bench(BenchCommand::Optim(a)) => {
             with_backend!(device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
+        }
+        Command::Bench(BenchCommand::Moe(a)) => {
+            with_backend!(device, |B, dev| bench_moe_cmd::run::<B>(a, &dev))
         }
     }
 }
