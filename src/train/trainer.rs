@@ -8,6 +8,7 @@
 use super::batches::{fingerprint_metric, BatchSource, FNV_START};
 use super::checkpoint::{self, RunIdentity};
 use super::objectives::{forward_options, freeze_params};
+use super::optimizer_step::check_state_names;
 use super::preflight;
 use super::provenance::Provenance;
 use super::run_dir::RunDir;
@@ -170,6 +171,7 @@ fn setup<B: AutodiffBackend>(
             optimizer
                 .load_state(&f, device)
                 .with_context(|| format!("loading the optimizer state {}", f.display()))?;
+            check_state_names(&model, &optimizer, &f)?;
             model
         }
         (None, ModelSource::Dir(dir)) => {
