@@ -35,6 +35,11 @@ pub struct ForwardArgs {
     /// (V4's sample-level attention masking). Without it a row is one sample.
     #[arg(long, value_name = "SEGMENTS.safetensors")]
     pub segments: Option<PathBuf>,
+    /// Decode incrementally instead: prefill the first P tokens of every row, then feed the
+    /// rest one at a time through the KV cache; writes only `decode_logits` [B, S−P+1, V] (the
+    /// logits at positions P−1 … S−1).
+    #[arg(long, value_name = "P", conflicts_with_all = ["segments", "hidden"])]
+    pub decode_from: Option<usize>,
 }
 
 /// Reads `input_ids` from a safetensors file as a [B, S] int64 array.
@@ -132,11 +137,14 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
     let model = V4Model::<B>::load(&cfg, &dir as &dyn WeightSource, device)?;
     let load_s = t0.elapsed().as_secs_f64();
 
-    let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, shape), device);
     let opts = ForwardOptions {
         fake_quant: !args.no_fake_quant,
         ..Default::default()
     };
+    if let Some(p) = args.decode_from {
+        return decode(&model, &ids, shape, p, opts, args, load_s);
+    }
+    let ids: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(ids, shape), device);
     let t1 = Instant::now();
     let samples = bounds.count();
     let layout = SampleLayout::new(bounds, None, device);
@@ -163,6 +171,55 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
         fwd_s,
         (shape[0] * shape[1]) as f64 / fwd_s,
         if opts.fake_quant { "on" } else { "off" },
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `--decode-from P`: prefill `P` tokens per row, then one token per step.
+fn decode<B: Backend>(
+    model: &V4Model<B>,
+    ids: &[i64],
+    [b, s]: [usize; 2],
+    p: usize,
+    opts: ForwardOptions,
+    args: &ForwardArgs,
+    load_s: f64,
+) -> anyhow::Result<()> {
+    if p == 0 || p > s {
+        bail!("--decode-from {p}: must be between 1 and the sequence length {s}");
+    }
+    let t0 = Instant::now();
+    let rows: Vec<Vec<i64>> = ids.chunks(s).map(|r| r[..p].to_vec()).collect();
+    let (first, mut cache) = model.prefill(&rows, opts)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let v = model.config.vocab_size;
+    let mut steps = vec![v4_model::util::to_vec(first)];
+    let t1 = Instant::now();
+    for t in p..s {
+        let next: Vec<i64> = ids.chunks(s).map(|r| r[t]).collect();
+        steps.push(v4_model::util::to_vec(
+            model.decode_step(&mut cache, &next, opts)?,
+        ));
+    }
+    let decode_s = t1.elapsed().as_secs_f64();
+    // [steps][b][v] → [b][steps][v]
+    let n = steps.len();
+    let mut out = Vec::with_capacity(b * n * v);
+    for r in 0..b {
+        for step in &steps {
+            out.extend_from_slice(&step[r * v..(r + 1) * v]);
+        }
+    }
+    write_outputs(
+        &args.output,
+        vec![("decode_logits".into(), vec![b, n, v], out)],
+    )?;
+    eprintln!(
+        "forward: {b} × {s} tokens, load {load_s:.2}s, prefill {p} tokens {prefill_s:.3}s, \
+         decode {} tokens {decode_s:.3}s ({:.1} tokens/s per row), wrote {}",
+        s - p,
+        (s - p) as f64 / decode_s.max(1e-9),
         args.output.display()
     );
     Ok(())

@@ -1,11 +1,13 @@
 //! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
 
 mod bench_cmd;
+mod bench_decode_cmd;
 mod bench_moe_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
 mod export_cmd;
 mod forward_cmd;
+mod generate_cmd;
 mod global_args;
 mod optim_plan_cmd;
 mod train_cmd;
@@ -49,6 +51,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Run the model on token ids and write logits (and MTP logits, hidden streams).
     Forward(forward_cmd::ForwardArgs),
+    /// Generate completions (greedy or sampled) with the V4 KV cache.
+    Generate(generate_cmd::GenerateArgs),
     /// Write a model directory in the official release layout (FP8/FP4 or BF16).
     Export(export_cmd::ExportArgs),
     /// Encode chat conversations with the official V4 chat template (text, ids, loss mask).
@@ -67,6 +71,8 @@ enum Command {
 enum BenchCommand {
     /// Newton–Schulz (Muon) timing on V4-Flash shapes.
     Optim(bench_optim_cmd::BenchOptimArgs),
+    /// Incremental decoding vs a full forward per token; cache bytes per token.
+    Decode(bench_decode_cmd::BenchDecodeArgs),
     /// One MoE layer's forward + backward and the Muon step over its routed experts.
     Moe(bench_moe_cmd::BenchMoeArgs),
     /// `v4train bench RECIPE.toml [--steps N] [--json]`: a recipe's training step.
@@ -162,6 +168,7 @@ fn main() {
 fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
     match command {
         Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
+        Command::Generate(a) => with_backend!(device, |B, dev| generate_cmd::run::<B>(a, &dev)),
         Command::Train(a) => {
             let gpu = device == DeviceKind::Cuda;
             with_backend!(device, |B, dev| train_cmd::run::<Autodiff<B>>(a, gpu, &dev))
@@ -175,6 +182,9 @@ fn run(command: &Command, device: DeviceKind) -> anyhow::Result<()> {
         Command::OptimPlan(a) => optim_plan_cmd::run(a),
         Command::Bench(BenchCommand::Optim(a)) => {
             with_backend!(device, |B, dev| bench_optim_cmd::run::<B>(a, &dev))
+        }
+        Command::Bench(BenchCommand::Decode(a)) => {
+            with_backend!(device, |B, dev| bench_decode_cmd::run::<B>(a, &dev))
         }
         Command::Bench(BenchCommand::Moe(a)) => {
             with_backend!(device, |B, dev| bench_moe_cmd::run::<B>(a, &dev))

@@ -260,3 +260,34 @@ fn forward_segments_compute_each_sample_alone() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `--decode-from 290`: prefill 290 tokens, then one at a time through the KV cache, against the
+/// reference's `decode_logits` — strictly without fake quant (tiny_b), statistically with it
+/// (tiny_a, and tiny_q read from its FP8/FP4 release storage).
+#[test]
+fn forward_decode_matches_the_reference_decode_logits() {
+    for (name, extra) in [
+        ("tiny_b", &["--no-fake-quant"][..]),
+        ("tiny_a", &[][..]),
+        ("tiny_q", &[][..]),
+    ] {
+        let mut args = vec!["--decode-from", "290"];
+        args.extend(extra);
+        let out = forward(name, &args);
+        let io = fixture(&format!("{name}/io.safetensors"));
+        let (max, mean, within) = errors(
+            &floats(&out, "decode_logits"),
+            &floats(&io, "decode_logits"),
+        );
+        println!("{name}: decode max {max:.3e} mean {mean:.3e} within 1e-3 {within:.5}");
+        if extra.is_empty() {
+            assert!(
+                mean <= 1e-3 && within >= 0.99,
+                "{name}: mean {mean}, within {within}"
+            );
+        } else {
+            assert!(max <= 1e-4, "{name}: decode max abs error {max}");
+        }
+        std::fs::remove_file(out).ok();
+    }
+}

@@ -6,7 +6,7 @@
 //! full disk (a small tmpfs where the test may mount one).
 
 mod common;
-use common::{args, bin, run, stderr, tmp};
+use common::{args, bin, run, stderr, tmp, KillOnDrop};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -74,12 +74,14 @@ fn a_fresh_run_into_another_runs_directory_is_refused() {
 fn two_runs_into_one_directory_and_a_stale_lock() {
     let dir = tmp("two-runs");
     let a = args(&dir, 10_000);
-    let mut first = bin()
-        .args(&a)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = KillOnDrop::new(
+        bin()
+            .args(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let lock = dir.join("run.lock");
     let start = Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("pid")) {
@@ -94,8 +96,7 @@ fn two_runs_into_one_directory_and_a_stale_lock() {
             && err.contains(&format!("pid {}", first.id())),
         "{err}"
     );
-    first.kill().unwrap(); // SIGKILL: the lock file stays behind, naming a dead process
-    first.wait().unwrap();
+    first.kill(); // SIGKILL: the lock file stays behind, naming a dead process
     assert!(lock.exists());
     let o = run(
         &args(&dir, 2),

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{args, bin, losses, tmp};
+use common::{args, bin, losses, tmp, KillOnDrop};
 
 fn tensors(file: PathBuf) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(file).unwrap();
@@ -54,18 +54,19 @@ fn sigkill_and_resume_is_bit_identical() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let b = tmp("resume-b");
-    let mut child = bin()
-        .args(args(&b, 6))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::new(
+        bin()
+            .args(args(&b, 6))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while !b.join("step-000003/trainer_state.json").exists() {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
         std::thread::sleep(Duration::from_millis(5));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
     let mut resume = args(&b, 6);
     resume.push("--resume".into());
     let o = bin().args(resume).output().unwrap();
@@ -122,7 +123,7 @@ fn sigterm_finishes_the_step_saves_and_exits_cleanly() {
     let dir = tmp("sigterm");
     let mut a = args(&dir, 10_000);
     a.push("--set=checkpoint.every=0".into());
-    let child = bin().args(a).stderr(Stdio::piped()).spawn().unwrap();
+    let child = KillOnDrop::new(bin().args(a).stderr(Stdio::piped()).spawn().unwrap());
     let start = Instant::now();
     while !dir.join("metrics.jsonl").exists()
         || std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -140,7 +141,7 @@ fn sigterm_finishes_the_step_saves_and_exits_cleanly() {
         .status()
         .unwrap()
         .success());
-    let o = child.wait_with_output().unwrap();
+    let o = child.into_inner().wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("interrupted: stopped after step"), "{err}");

@@ -177,7 +177,7 @@ impl<B: Backend> Attention<B> {
     }
 
     /// Grouped low-rank output: per group `[H·D/g] → [o_lora]`, then `wo_b`.
-    fn project_out(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
+    pub fn project_out(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, s, h, hd] = o.dims();
         let [g, gin, r] = self.wo_a.dims();
         debug_assert_eq!(g * gin, h * hd);

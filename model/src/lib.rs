@@ -2,12 +2,15 @@
 //! the backend. One paper concept per module.
 
 pub mod attention;
+pub mod attention_decode;
 pub mod balance;
 pub mod balance_loss;
 pub mod block;
 pub mod compressor;
+pub mod compressor_decode;
 pub mod config;
 pub mod config_limits;
+pub mod decode;
 pub mod dispatch;
 pub mod error;
 pub mod expert;
@@ -18,6 +21,7 @@ pub mod indexer;
 pub mod indexer_loss;
 pub mod init;
 pub mod inventory;
+pub mod kv_cache;
 pub mod layer_aux;
 pub mod linear;
 mod load;
@@ -42,6 +46,7 @@ pub mod weights;
 pub use config::{ModelConfig, RopeScaling, ScoringFunc};
 pub use error::ModelError;
 pub use inventory::{inventory, ReleaseDtype, TensorSpec};
+pub use kv_cache::ModelCache;
 pub use layer_aux::{load_ratios, LayerAux, MoeAux};
 pub use model::{ModelOutput, V4Model};
 pub use options::{AttentionMode, ForwardOptions};

@@ -9,7 +9,7 @@
 use crate::recipe::Recipe;
 use crate::train::MicroBatch;
 use anyhow::{anyhow, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use std::time::Instant;

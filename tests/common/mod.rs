@@ -59,3 +59,38 @@ pub fn losses(dir: &Path) -> Vec<(u64, f64)> {
         })
         .collect()
 }
+
+/// A spawned child process that is killed when the guard drops, so a failing assertion never
+/// leaves a training run behind.
+pub struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    /// Guards `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The child, no longer guarded.
+    pub fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
