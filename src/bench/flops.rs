@@ -61,7 +61,7 @@ fn block_macs(cfg: &ModelConfig, recipe: &Recipe, layer: usize, s: usize) -> [f6
     }
     let w = cfg.sliding_window;
     let window = mean_over(s, |t| (t + 1).min(w));
-    let visible = |t: usize| if ratio > 0 { (t + 1) / ratio } else { 0 };
+    let visible = |t: usize| (t + 1).checked_div(ratio).unwrap_or(0);
     let sparse = recipe.train.attention == Attention::Sparse;
     let compressed = if ratio == 4 && sparse {
         mean_over(s, |t| visible(t).min(cfg.index_topk))
