@@ -66,10 +66,20 @@ fn bench_of_the_tiny_recipe_reports_json() {
 }
 
 #[test]
-fn bench_rejects_a_bad_peak() {
+fn bench_rejects_a_bad_peak_and_bf16() {
     let o = v4train(&["bench", "recipes/tiny-pretrain.toml", "--peak-tflops", "0"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("positive number of TFLOP/s"));
+    // Not benchmarked as f32 under a bf16 label: rejected like `train` rejects it.
+    let o = v4train(&[
+        "bench",
+        "recipes/tiny-pretrain.toml",
+        "--set",
+        "train.dtype=bf16",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("[train] dtype = \"bf16\""), "{err}");
 }
 
 #[test]

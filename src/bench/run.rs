@@ -9,6 +9,7 @@ use super::phases::time_phases;
 use crate::recipe::{Dtype, ModelSource, Recipe};
 use crate::train::objectives::{forward_options, freeze_params};
 use crate::train::step::{train_step, StepConfig};
+use crate::train::trainer::check_dtype;
 use crate::train::BatchSource;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
@@ -100,6 +101,7 @@ pub fn bench<B: AutodiffBackend>(
     device: &B::Device,
     peak_memory: impl Fn() -> Option<(u64, String)>,
 ) -> Result<BenchReport> {
+    check_dtype(recipe)?;
     let cfg = recipe.model.resolve().context("[model]")?;
     let mut data = BatchSource::open(recipe, &cfg, None)?;
     let model = match &recipe.model.source {

@@ -98,6 +98,14 @@ pub fn run<B: AutodiffBackend>(
     })
 }
 
+/// Fails for a `[train] dtype` the trainer cannot run (bf16 mixed precision: not yet).
+pub fn check_dtype(recipe: &Recipe) -> Result<()> {
+    if recipe.train.dtype == Dtype::Bf16 {
+        bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
+    }
+    Ok(())
+}
+
 /// The weights of the checkpoint directory `dir` (a release-layout model or a `step-N/`).
 fn load_model<B: AutodiffBackend>(
     cfg: &ModelConfig,
@@ -123,9 +131,7 @@ fn setup<B: AutodiffBackend>(
             ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
             ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
         })?;
-    if recipe.train.dtype == Dtype::Bf16 {
-        bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
-    }
+    check_dtype(recipe)?;
     let run_dir = RunDir::open(&recipe.checkpoint.dir)?;
     let start = run_dir.start(&recipe.checkpoint.resume, opts.overwrite)?;
     let (jsonl_path, tb_path) = (
