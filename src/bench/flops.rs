@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn moe_counts_top_k_experts_not_all() {
         let base = "[model]\npreset = \"v4-flash\"\nnum_hidden_layers = 2\n\
-                    num_nextn_predict_layers = 0\ncompress_ratios = [0, 0]\n\
+                    num_nextn_predict_layers = 0\nnum_hash_layers = 0\ncompress_ratios = [0, 0]\n\
                     [train]\nseq_len = 256\n";
         let r = recipe(base, &[]);
         let cfg = r.model.resolve().unwrap();
