@@ -15,7 +15,7 @@ use v4_model::{ForwardOptions, ModelConfig, V4Model, WeightSource};
 /// Arguments of `bench decode`.
 #[derive(clap::Args, Debug)]
 pub struct BenchDecodeArgs {
-    /// Model directory (default: random weights of `tests/fixtures/tiny_b`'s config).
+    /// Model directory (default: random weights in the config of the `tiny_b` fixture).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Context lengths (prompt tokens before decoding).
@@ -37,9 +37,11 @@ fn load<B: Backend>(args: &BenchDecodeArgs, device: &B::Device) -> Result<V4Mode
             Ok(V4Model::load(&cfg, &src as &dyn WeightSource, device)?)
         }
         None => {
-            let path =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_b/config.json");
-            let cfg = ModelConfig::from_file(&path)?;
+            // Embedded so that the installed binary needs no source tree.
+            let cfg = ModelConfig::from_json_str(
+                include_str!("../tests/fixtures/tiny_b/config.json"),
+                "tiny_b config.json",
+            )?;
             Ok(V4Model::init(&cfg, 0, device)?)
         }
     }

@@ -104,6 +104,17 @@ impl<B: Backend> Compressor<B> {
         let c = self.norm.forward(c);
         let table = RopeTable::for_entries(freqs, entries, b, &x.device());
         let c = table.rotate_tail3(c, self.rope_dim, false);
+        self.quantize_entries(c, kind, fake_quant)
+    }
+
+    /// The kind's treatment of rotated entries `[b, n, D]`: FP8 KV rounding for the main
+    /// compressor, Hadamard rotation and FP4 rounding for the indexer's.
+    pub(crate) fn quantize_entries(
+        &self,
+        c: Tensor<B, 3>,
+        kind: CompressorKind,
+        fake_quant: bool,
+    ) -> Tensor<B, 3> {
         match kind {
             CompressorKind::Main => quantize_kv(c, self.rope_dim, fake_quant),
             CompressorKind::Indexer => {

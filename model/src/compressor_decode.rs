@@ -6,9 +6,7 @@
 //! (indexer) — and stored at slot `pos / ratio`; the block then becomes the previous one. The
 //! prefill seeds the same state from the prompt ([`Compressor::seed_cache`]).
 
-use crate::compressor::{quantize_kv, Compressor, CompressorKind};
-use crate::fake_quant::fake_fp4;
-use crate::hadamard::hadamard_rotate;
+use crate::compressor::{Compressor, CompressorKind};
 use crate::kv_cache::{assign_rows, read_slots, row_index, write_slots, CompressorCache};
 use crate::rope::RopeTable;
 use crate::sample_layout::SampleLayout;
@@ -30,18 +28,7 @@ impl<B: Backend> Compressor<B> {
         let c = self.norm.forward(c).reshape([m, 1, d]);
         let table = RopeTable::per_row(freqs, positions, m, 1, &c.device());
         let c = table.rotate_tail3(c, self.rope_dim, false);
-        let c = match kind {
-            CompressorKind::Main => quantize_kv(c, self.rope_dim, fake_quant),
-            CompressorKind::Indexer => {
-                let c = hadamard_rotate(c);
-                if fake_quant {
-                    fake_fp4(c, 32)
-                } else {
-                    c
-                }
-            }
-        };
-        c.reshape([m, d])
+        self.quantize_entries(c, kind, fake_quant).reshape([m, d])
     }
 
     /// Adds the tokens `x` `[b, 1, d]` at positions `pos` (one per row) to `cache`, emitting the

@@ -23,10 +23,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Int, IntDType, Tensor, TensorData};
-use common::{fixture, read};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use common::{fixture, read, use_f64};
 use std::collections::BTreeMap;
-use std::sync::Once;
 use std::time::Instant;
 use v4_model::named::NamedParam;
 use v4_model::{AttentionMode, ForwardOptions, MapSource, ModelConfig, V4Model};
@@ -53,20 +52,6 @@ const STEP: f64 = 1e-5;
 /// largest absolute error seen). An entry with a zero gradient must therefore have |fd| ≲ 2e-9.
 fn tolerance(fd: f64, ad: f64, loss: f64, h: f64) -> f64 {
     1e-6 * fd.abs().max(ad.abs()) + 16.0 * f64::EPSILON * loss.abs() / h
-}
-
-/// The whole process runs f64: every float tensor the model creates (weights converted from the
-/// fixture's f32, masks, rope tables) takes the device's default float dtype.
-fn use_f64() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        burn::tensor::set_default_dtypes::<Flex>(
-            &Default::default(),
-            FloatDType::F64,
-            IntDType::I32,
-        )
-        .expect("set the default float dtype before any tensor is created");
-    });
 }
 
 /// Fake quant off, indexer top-k on; everything else (expert FP4 QAT — straight-through, so not

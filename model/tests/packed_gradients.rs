@@ -6,25 +6,12 @@
 //! own magnitude from summation order alone.
 
 use burn::backend::Flex;
-use burn::tensor::{FloatDType, IntDType};
 use std::collections::HashMap;
-use std::sync::Once;
 use v4_model::{AttentionMode, ForwardOptions, SampleBounds, SampleLayout, V4Model};
 
 mod common;
 use common::packed::*;
-
-fn use_f64() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        burn::tensor::set_default_dtypes::<Flex>(
-            &Default::default(),
-            FloatDType::F64,
-            IntDType::I32,
-        )
-        .expect("set the default float dtype before any tensor is created");
-    });
-}
+use common::use_f64;
 
 #[test]
 fn packed_gradients_are_the_sum_of_the_samples_gradients() {
