@@ -1,7 +1,9 @@
 //! `v4train`: train, fine-tune, run and export DeepSeek-V4 models.
 
+mod bench_cmd;
 mod bench_context_cmd;
 mod bench_decode_cmd;
+mod bench_moe_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
 mod export_cmd;
@@ -74,6 +76,21 @@ enum BenchCommand {
     Context(bench_context_cmd::BenchContextArgs),
     /// Incremental decoding vs a full forward per token; cache bytes per token.
     Decode(bench_decode_cmd::BenchDecodeArgs),
+    /// One MoE layer's forward + backward and the Muon step over its routed experts.
+    Moe(bench_moe_cmd::BenchMoeArgs),
+    /// `v4train bench RECIPE.toml [--steps N] [--json]`: a recipe's training step.
+    #[command(external_subcommand)]
+    Recipe(Vec<String>),
+}
+
+/// `v4train bench RECIPE.toml ...`.
+#[derive(Parser, Debug)]
+#[command(name = "v4train bench")]
+struct BenchRecipeCli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    args: bench_cmd::BenchRecipeArgs,
 }
 
 /// `v4train RECIPE.toml ...` parsed like `v4train train RECIPE.toml ...`.
@@ -130,7 +147,20 @@ fn main() {
         global = global.then(r.global);
         cli.command = Command::Train(r.args);
     }
-    let result = global.apply().and_then(|()| run(&cli.command, global));
+    // `v4train bench RECIPE.toml ...`: any `bench` argument that is not a benchmark's name.
+    let mut bench_recipe = None;
+    if let Command::Bench(BenchCommand::Recipe(argv)) = &cli.command {
+        let r = BenchRecipeCli::try_parse_from(
+            std::iter::once("v4train bench").chain(argv.iter().map(String::as_str)),
+        )
+        .unwrap_or_else(|e| e.exit());
+        global = global.then(r.global);
+        bench_recipe = Some(r.args);
+    }
+    let result = global.apply().and_then(|()| match &bench_recipe {
+        Some(a) => bench_recipe_run(a, global.device()),
+        None => run(&cli.command, global),
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -163,5 +193,37 @@ fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Decode(a)) => {
             with_backend!(device, |B, dev| bench_decode_cmd::run::<B>(a, &dev))
         }
+        Command::Bench(BenchCommand::Moe(a)) => {
+            with_backend!(device, |B, dev| bench_moe_cmd::run::<B>(a, &dev))
+        }
+        Command::Bench(BenchCommand::Recipe(argv)) => Err(anyhow::anyhow!(
+            "unrecognized benchmark {:?}",
+            argv.first().map_or("", String::as_str)
+        )),
+    }
+}
+
+/// `v4train bench RECIPE.toml` on `device`.
+fn bench_recipe_run(a: &bench_cmd::BenchRecipeArgs, device: DeviceKind) -> anyhow::Result<()> {
+    match device {
+        DeviceKind::Cpu => {
+            let rss = || {
+                v4train::bench::peak_memory::host_peak_rss().map(|b| (b, "peak RSS".to_string()))
+            };
+            let dev = burn::backend::flex::FlexDevice;
+            bench_cmd::run::<Autodiff<burn::backend::Flex>>(a, "cpu".into(), rss, &dev)
+        }
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            use v4train::bench::peak_memory::{device_memory_in_use, device_name};
+            let used = || device_memory_in_use().map(|b| (b, "device memory in use".to_string()));
+            let name = device_name().unwrap_or_else(|| "cuda".into());
+            let dev = burn::backend::cuda::CudaDevice::default();
+            bench_cmd::run::<Autodiff<burn::backend::Cuda>>(a, name, used, &dev)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => Err(anyhow::anyhow!(
+            "--device cuda: this binary was built without CUDA; rebuild with `--features cuda`"
+        )),
     }
 }

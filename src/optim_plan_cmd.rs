@@ -1,14 +1,16 @@
 //! `optim-plan`: prints which optimizer (spec §2.3: Muon or AdamW) trains every parameter of a V4
 //! model, with shape and weight decay, and a per-optimizer summary. The model comes from a preset or
 //! a `config.json`, the optimizer settings from a JSON file holding the `[optim]` table — or both
-//! from a training recipe (`v4train optim-plan recipe.toml`).
+//! from a training recipe (`v4train optim-plan recipe.toml`), and the batched Newton–Schulz
+//! calls of a Muon step ([`ns_batches`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use v4_model::{inventory, ModelConfig};
+use v4_model::{inventory, ModelConfig, TensorSpec};
 use v4_optim::{plan, totals, OptimConfig, ParamGroup};
+use v4train::plan::ns_batches;
 
 /// Arguments of `optim-plan`.
 #[derive(clap::Args, Debug)]
@@ -103,7 +105,28 @@ pub fn run(args: &OptimPlanArgs) -> anyhow::Result<()> {
             group.name()
         );
     }
+    print_batches(&model, &specs);
     println!("  muon settings: {:?}", settings.muon);
     println!("  adamw settings: {:?}", settings.adamw);
     Ok(())
+}
+
+/// Prints the Newton–Schulz calls per step, grouped by shape.
+fn print_batches(cfg: &ModelConfig, specs: &[TensorSpec]) {
+    let batches = ns_batches(cfg, specs);
+    let matrices: usize = batches.iter().map(|b| b.count).sum();
+    println!(
+        "  newton-schulz: {} batched calls over {matrices} matrices per step",
+        batches.len()
+    );
+    let mut shapes: BTreeMap<(usize, usize, usize), (usize, &str)> = BTreeMap::new();
+    for b in &batches {
+        let s = shapes
+            .entry((b.count, b.rows, b.cols))
+            .or_insert((0, b.name.as_str()));
+        s.0 += 1;
+    }
+    for ((count, rows, cols), (calls, example)) in shapes.iter().rev() {
+        println!("    {calls:>5} × [{count}, {rows}, {cols}]  e.g. {example}");
+    }
 }

@@ -5,6 +5,7 @@
 //! changes.
 
 use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -12,8 +13,8 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use v4_checkpoints::{e8m0, fp4};
 use v4_model::expert_qat::fp4_weight_qdq;
-use v4_model::linear::Linear;
-use v4_model::named::{checkpoint_grouped, checkpoint_matrix, checkpoint_vector, NamedParam};
+use v4_model::linear::transposed;
+use v4_model::named::{checkpoint_experts, Grad};
 use v4_model::{ForwardOptions, ModelConfig, V4Model};
 
 type B = Flex;
@@ -47,12 +48,14 @@ fn dequantized_copy<BB: Backend>(model: &V4Model<BB>) -> V4Model<BB> {
         .iter_mut()
         .chain(m.mtp.iter_mut().map(|x| &mut x.block));
     for block in blocks {
-        for ex in block.ffn.experts.iter_mut() {
-            for l in [&mut ex.w1, &mut ex.w2, &mut ex.w3] {
-                let (inp, out) = (l.d_in(), l.d_out());
-                let q = codec_round_trip(&l.to_checkpoint(), out, inp);
-                *l = Linear::from_checkpoint(&q, out, inp, &dev);
+        let ex = &mut block.ffn.experts;
+        for w in [&mut ex.w1, &mut ex.w2, &mut ex.w3] {
+            let [e, inp, out] = w.dims();
+            let mut q = Vec::new();
+            for (_, _, v) in checkpoint_experts("experts.w", w.val()) {
+                q.extend(transposed(&codec_round_trip(&v, out, inp), out, inp));
             }
+            *w = Param::from_tensor(Tensor::from_data(TensorData::new(q, [e, inp, out]), &dev));
         }
     }
     m
@@ -198,9 +201,9 @@ fn qat_forward_equals_dequantized_model_and_off_changes_nothing() {
         false,
     );
     assert_eq!(values(default.logits), lo);
-    let w = values(model.layers[1].ffn.experts[0].w1.weight.val());
+    let w = values(model.layers[1].ffn.experts.w1.val());
     let fresh = V4Model::<B>::init(&cfg, 21, &Default::default()).unwrap();
-    assert_eq!(w, values(fresh.layers[1].ffn.experts[0].w1.weight.val()));
+    assert_eq!(w, values(fresh.layers[1].ffn.experts.w1.val()));
 }
 
 fn grads_by_name(
@@ -221,15 +224,8 @@ fn grads_by_name(
     let grads = loss.backward();
     let mut map = HashMap::new();
     model.visit_named(&mut |name, p| {
-        let g = match p {
-            NamedParam::Plain1(t) => t.val().grad(&grads).map(checkpoint_vector),
-            NamedParam::Plain2(t) => t.val().grad(&grads).map(|g| checkpoint_matrix(g, false)),
-            NamedParam::Transposed(t) => t.val().grad(&grads).map(|g| checkpoint_matrix(g, true)),
-            NamedParam::Grouped(t) => t.val().grad(&grads).map(checkpoint_grouped),
-            NamedParam::Int2(_) => None,
-        };
-        if let Some((_, v)) = g {
-            map.insert(name, v);
+        for (n, _, v) in p.release_tensors(&name, &Grad::<AD>(&grads)) {
+            map.insert(n, v);
         }
     });
     map

@@ -28,6 +28,20 @@ fn plan_from_the_tiny_recipe() {
     assert!(line("layers.2.attn.compressor.ape").contains("adamw"));
     assert!(line("layers.1.ffn.gate.bias").contains("excluded"));
     assert!(line("mtp.0.hc_head_scale").contains("adamw"));
+    // Each routed-expert stack is one Newton–Schulz call over its 4 experts (4 MoE blocks × w1
+    // and w3 `[32, 64]`, w2 `[64, 32]`), each grouped `wo_a` one over its 2 groups (4 blocks).
+    assert!(
+        out.contains("8 × [4, 32, 64]  e.g. layers.0.ffn.experts.w1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 × [4, 64, 32]  e.g. layers.0.ffn.experts.w2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 × [2, 32, 192]  e.g. layers.0.attn.wo_a.weight"),
+        "{out}"
+    );
     // --set reaches the model
     let o = v4train(&[
         "optim-plan",

@@ -4,6 +4,17 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
+/// A checkpoint-orientation `[out, in]` matrix (row-major) as Burn's `[in, out]`.
+pub fn transposed(values: &[f32], out: usize, inp: usize) -> Vec<f32> {
+    let mut t = vec![0f32; values.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            t[i * out + o] = values[o * inp + i];
+        }
+    }
+    t
+}
+
 /// `y = x · W` with `W` of shape `[in, out]`.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -14,13 +25,10 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// Builds from checkpoint-orientation values `[out, in]` (row-major).
     pub fn from_checkpoint(values: &[f32], out: usize, inp: usize, device: &B::Device) -> Self {
-        let mut t = vec![0f32; values.len()];
-        for o in 0..out {
-            for i in 0..inp {
-                t[i * out + o] = values[o * inp + i];
-            }
-        }
-        let w = Tensor::from_data(TensorData::new(t, [inp, out]), device);
+        let w = Tensor::from_data(
+            TensorData::new(transposed(values, out, inp), [inp, out]),
+            device,
+        );
         Self {
             weight: Param::from_tensor(w),
         }

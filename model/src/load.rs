@@ -7,13 +7,15 @@ use crate::compressor::Compressor;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::indexer::Indexer;
-use crate::linear::Linear;
+use crate::linear::{transposed, Linear};
 use crate::mhc::{HcHead, HyperConnection};
 use crate::model::V4Model;
 use crate::moe::{Expert, Moe};
 use crate::mtp::MtpBlock;
+use crate::named::stack_members;
 use crate::norm::RmsNorm;
 use crate::rope::inv_freqs;
+use crate::routed_experts::RoutedExperts;
 use crate::router::{Router, Routing};
 use crate::util::{int_tensor_from, tensor_from};
 use crate::weights::WeightSource;
@@ -156,6 +158,35 @@ impl<B: Backend> Loader<'_, B> {
         })
     }
 
+    /// The routed experts' stacks, from each expert's release matrices.
+    fn routed_experts(&self, pre: &str) -> R<RoutedExperts<B>> {
+        let (d, i, e) = (
+            self.cfg.hidden_size,
+            self.cfg.moe_intermediate_size,
+            self.cfg.n_routed_experts,
+        );
+        let stack = |w: &str, out: usize, inp: usize| -> R<Param<Tensor<B, 3>>> {
+            let mut t = Vec::with_capacity(e * inp * out);
+            for name in stack_members(&format!("{pre}{w}"), e) {
+                t.extend(transposed(
+                    &self.src.tensor_f32(&name, &[out, inp])?,
+                    out,
+                    inp,
+                ));
+            }
+            Ok(Param::from_tensor(tensor_from(
+                t,
+                [e, inp, out],
+                self.device,
+            )))
+        };
+        Ok(RoutedExperts {
+            w1: stack("w1", i, d)?,
+            w2: stack("w2", d, i)?,
+            w3: stack("w3", i, d)?,
+        })
+    }
+
     fn moe(&self, pre: &str, layer_id: usize) -> R<Moe<B>> {
         let cfg = self.cfg;
         let e = cfg.n_routed_experts;
@@ -176,9 +207,7 @@ impl<B: Backend> Loader<'_, B> {
         } else {
             Routing::Score(self.vec1(&format!("{pre}gate.bias"), e)?)
         };
-        let experts = (0..e)
-            .map(|x| self.expert(&format!("{pre}experts.{x}.")))
-            .collect::<R<Vec<_>>>()?;
+        let experts = self.routed_experts(&format!("{pre}experts."))?;
         Ok(Moe {
             gate: Router {
                 weight: self.linear(&format!("{pre}gate.weight"), e, cfg.hidden_size)?,

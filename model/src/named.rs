@@ -1,6 +1,9 @@
 //! Walks the model's parameters under their release names (spec §4) with the layout needed to
 //! turn a parameter — or its gradient — back into checkpoint orientation. Export, optimizer
-//! routing and gradient checks all go through this one walk.
+//! routing and gradient checks all go through this one walk. A stacked parameter (the routed
+//! experts' `[E, in, out]` stacks) is visited once, under its stack name
+//! `…ffn.experts.w1` (what the optimizer keys its state by); [`stack_members`] gives the release
+//! names of its matrices (`…ffn.experts.{e}.w1.weight`) and [`stack_of`] goes back.
 
 use crate::attention::Attention;
 use crate::block::Block;
@@ -10,9 +13,11 @@ use crate::mhc::{HcHead, HyperConnection};
 use crate::model::V4Model;
 use crate::moe::{Expert, Moe};
 use crate::norm::RmsNorm;
+use crate::routed_experts::RoutedExperts;
 use crate::router::Routing;
 use burn::module::{Param, ParamId};
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
 
 /// A parameter reference with its storage layout relative to the checkpoint.
 pub enum NamedParam<'a, B: Backend> {
@@ -26,6 +31,9 @@ pub enum NamedParam<'a, B: Backend> {
     Grouped(&'a Param<Tensor<B, 3>>),
     /// Integer table (`tid2eid`), not trained.
     Int2(&'a Param<Tensor<B, 2, Int>>),
+    /// Routed-expert stack `[E, in, out]`; the checkpoint has one `[out, in]` matrix per expert
+    /// under the names of [`stack_members`].
+    Experts(&'a Param<Tensor<B, 3>>),
 }
 
 impl<B: Backend> NamedParam<'_, B> {
@@ -34,8 +42,75 @@ impl<B: Backend> NamedParam<'_, B> {
         match self {
             NamedParam::Plain1(t) => Some((t.id, 1)),
             NamedParam::Plain2(t) | NamedParam::Transposed(t) => Some((t.id, 2)),
-            NamedParam::Grouped(t) => Some((t.id, 3)),
+            NamedParam::Grouped(t) | NamedParam::Experts(t) => Some((t.id, 3)),
             NamedParam::Int2(_) => None,
+        }
+    }
+}
+
+/// What to read from a parameter: its value ([`Value`]) or its gradient ([`Grad`]).
+pub trait ParamTensor<B: Backend> {
+    /// The backend of what is read.
+    type Out: Backend;
+    /// The tensor read from `p` (`None`: nothing there, e.g. no gradient).
+    fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<Self::Out, D>>;
+}
+
+/// Reads a parameter's value.
+pub struct Value;
+
+impl<B: Backend> ParamTensor<B> for Value {
+    type Out = B;
+    fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<B, D>> {
+        Some(p.val())
+    }
+}
+
+/// Reads a parameter's gradient.
+pub struct Grad<'g, B: AutodiffBackend>(pub &'g B::Gradients);
+
+impl<B: AutodiffBackend> ParamTensor<B> for Grad<'_, B> {
+    type Out = B::InnerBackend;
+    fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<B::InnerBackend, D>> {
+        p.val().grad(self.0)
+    }
+}
+
+impl<B: Backend> NamedParam<'_, B> {
+    /// The release names of the parameter visited as `name`: the names of a stack's matrices,
+    /// otherwise `name` itself.
+    pub fn release_names(&self, name: &str) -> Vec<String> {
+        match self {
+            NamedParam::Experts(t) => stack_members(name, t.dims()[0]).collect(),
+            _ => vec![name.to_string()],
+        }
+    }
+
+    /// What `read` reads of the parameter visited as `name`, in the checkpoint's names,
+    /// orientation and shapes: (release name, shape, values); a stack gives one entry per
+    /// matrix, an integer table none.
+    pub fn release_tensors<P: ParamTensor<B>>(
+        &self,
+        name: &str,
+        read: &P,
+    ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let one = |(shape, values)| vec![(name.to_string(), shape, values)];
+        match self {
+            NamedParam::Plain1(t) => read.read(t).map(checkpoint_vector).map_or(vec![], one),
+            NamedParam::Plain2(t) => read
+                .read(t)
+                .map(|t| checkpoint_matrix(t, false))
+                .map_or(vec![], one),
+            NamedParam::Transposed(t) => read
+                .read(t)
+                .map(|t| checkpoint_matrix(t, true))
+                .map_or(vec![], one),
+            NamedParam::Grouped(t) => read.read(t).map(checkpoint_grouped).map_or(vec![], one),
+            NamedParam::Experts(t) => read
+                .read(t)
+                .map(|t| checkpoint_experts(name, t))
+                .unwrap_or_default(),
+            NamedParam::Int2(_) => vec![],
         }
     }
 }
@@ -57,6 +132,38 @@ pub fn checkpoint_grouped<B: Backend>(t: Tensor<B, 3>) -> (Vec<usize>, Vec<f32>)
     let [g, gin, r] = t.dims();
     let t = t.swap_dims(1, 2).reshape([g * r, gin]);
     (vec![g * r, gin], crate::util::to_vec(t))
+}
+
+/// Expert stack `[E, in, out]` (value or gradient) as the checkpoint's per-expert `[out, in]`
+/// matrices, named by [`stack_members`] of `stack`.
+pub fn checkpoint_experts<B: Backend>(
+    stack: &str,
+    t: Tensor<B, 3>,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let [e, i, o] = t.dims();
+    let values = crate::util::to_vec(t.swap_dims(1, 2));
+    stack_members(stack, e)
+        .zip(values.chunks_exact((i * o).max(1)))
+        .map(|(name, v)| (name, vec![o, i], v.to_vec()))
+        .collect()
+}
+
+/// The release names of the `n` matrices of stack `stack` (`…experts.w1` →
+/// `…experts.0.w1.weight`, …).
+pub fn stack_members(stack: &str, n: usize) -> impl Iterator<Item = String> + '_ {
+    let (pre, leaf) = stack.rsplit_once('.').unwrap_or(("", stack));
+    (0..n).map(move |e| format!("{pre}.{e}.{leaf}.weight"))
+}
+
+/// The stack a release name belongs to, with its index: `…ffn.experts.7.w1.weight` →
+/// (`…ffn.experts.w1`, 7). `None` for every other name (the shared expert included).
+pub fn stack_of(name: &str) -> Option<(String, usize)> {
+    let stem = name.strip_suffix(".weight")?;
+    let (rest, leaf) = stem.rsplit_once('.')?;
+    let (pre, e) = rest.rsplit_once('.')?;
+    let e = e.parse().ok()?;
+    (pre.ends_with(".ffn.experts") && matches!(leaf, "w1" | "w2" | "w3"))
+        .then(|| (format!("{pre}.{leaf}"), e))
 }
 
 type Visit<'f, 'a, B> = &'f mut dyn FnMut(String, NamedParam<'a, B>);
@@ -120,15 +227,19 @@ fn expert<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, e: &'a Expert<B>) {
     linear(f, format!("{pre}w3.weight"), &e.w3);
 }
 
+fn routed_experts<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, r: &'a RoutedExperts<B>) {
+    f(format!("{pre}w1"), NamedParam::Experts(&r.w1));
+    f(format!("{pre}w2"), NamedParam::Experts(&r.w2));
+    f(format!("{pre}w3"), NamedParam::Experts(&r.w3));
+}
+
 fn moe<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, m: &'a Moe<B>) {
     linear(f, format!("{pre}gate.weight"), &m.gate.weight);
     match &m.gate.routing {
         Routing::Hash(t) => f(format!("{pre}gate.tid2eid"), NamedParam::Int2(t)),
         Routing::Score(b) => f(format!("{pre}gate.bias"), NamedParam::Plain1(b)),
     }
-    for (i, e) in m.experts.iter().enumerate() {
-        expert(f, &format!("{pre}experts.{i}."), e);
-    }
+    routed_experts(f, &format!("{pre}experts."), &m.experts);
     if let Some(s) = &m.shared_experts {
         expert(f, &format!("{pre}shared_experts."), s);
     }
@@ -144,7 +255,8 @@ fn block<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, b: &'a Block<B>) {
 }
 
 impl<B: Backend> V4Model<B> {
-    /// Calls `f` for every parameter under its release name, in inventory order.
+    /// Calls `f` for every parameter under its release name (a stack under its stack name), in
+    /// inventory order.
     pub fn visit_named<'a>(&'a self, f: &mut dyn FnMut(String, NamedParam<'a, B>)) {
         f("embed.weight".into(), NamedParam::Plain2(&self.embed));
         linear(f, "head.weight".into(), &self.head);
@@ -163,5 +275,29 @@ impl<B: Backend> V4Model<B> {
             norm(f, format!("{pre}norm.weight"), &m.norm);
             hc_head(f, &pre, &m.hc_head);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names_round_trip() {
+        let m: Vec<String> = stack_members("layers.3.ffn.experts.w2", 2).collect();
+        assert_eq!(
+            m,
+            [
+                "layers.3.ffn.experts.0.w2.weight",
+                "layers.3.ffn.experts.1.w2.weight"
+            ]
+        );
+        assert_eq!(
+            stack_of("mtp.0.ffn.experts.17.w3.weight"),
+            Some(("mtp.0.ffn.experts.w3".to_string(), 17))
+        );
+        assert_eq!(stack_of("layers.3.ffn.shared_experts.w1.weight"), None);
+        assert_eq!(stack_of("layers.3.ffn.experts.x.w1.weight"), None);
+        assert_eq!(stack_of("layers.3.attn.wq_a.weight"), None);
     }
 }

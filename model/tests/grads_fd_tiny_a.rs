@@ -295,7 +295,9 @@ fn check(mtp: bool) {
             NamedParam::Plain2(t) | NamedParam::Transposed(t) => {
                 (t.id, f64s(t.val()), t.val().grad(&grads).map(f64s))
             }
-            NamedParam::Grouped(t) => (t.id, f64s(t.val()), t.val().grad(&grads).map(f64s)),
+            NamedParam::Grouped(t) | NamedParam::Experts(t) => {
+                (t.id, f64s(t.val()), t.val().grad(&grads).map(f64s))
+            }
             NamedParam::Int2(_) => return,
         };
         let start = if name == "embed.weight" {

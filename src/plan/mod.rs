@@ -12,6 +12,7 @@
 //!   ([`memory`] has the table).
 //! - [`checkpoint_bytes`]: disk taken by one checkpoint directory ([`run_checkpoint_bytes`]:
 //!   by all a run keeps at once).
+//! - [`ns_batches`]: the Newton–Schulz calls of a Muon step (batched per expert stack).
 //! - [`available_host_memory`], [`available_disk`] and, with the `cuda` feature,
 //!   `available_device_memory`: what is left to use.
 
@@ -19,6 +20,7 @@ pub mod activations;
 pub mod available;
 pub mod disk;
 pub mod memory;
+pub mod muon_batches;
 pub mod params;
 
 pub use activations::{activations, Activations};
@@ -29,4 +31,5 @@ pub use disk::{
     checkpoint_bytes, checkpoint_size, checkpoints_on_disk, run_checkpoint_bytes, CheckpointSize,
 };
 pub use memory::{estimate_training, MemoryEstimate};
+pub use muon_batches::{ns_batches, NsBatch};
 pub use params::{gets_gradient, param_bytes, ParamBytes};

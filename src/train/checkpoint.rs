@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use v4_checkpoints::{write_checkpoint, OutputDtype, Values, WriteOptions};
-use v4_model::named::{checkpoint_grouped, checkpoint_matrix, checkpoint_vector, NamedParam};
+use v4_model::named::{NamedParam, Value};
 use v4_model::{inventory, V4Model};
 use v4_optim::V4Optimizer;
 
@@ -60,15 +60,18 @@ pub fn step_dir(dir: &Path, step: u64) -> PathBuf {
 /// The model's parameters as named checkpoint tensors.
 pub fn model_tensors<B: AutodiffBackend>(model: &V4Model<B>) -> Vec<(String, Values)> {
     let mut out = Vec::new();
-    model.visit_named(&mut |name, p| {
-        let v = match p {
-            NamedParam::Plain1(t) => Values::F32(checkpoint_vector(t.val().inner()).1),
-            NamedParam::Plain2(t) => Values::F32(checkpoint_matrix(t.val().inner(), false).1),
-            NamedParam::Transposed(t) => Values::F32(checkpoint_matrix(t.val().inner(), true).1),
-            NamedParam::Grouped(t) => Values::F32(checkpoint_grouped(t.val().inner()).1),
-            NamedParam::Int2(t) => Values::I64(v4_model::util::to_vec_int(t.val().inner())),
-        };
-        out.push((name, v));
+    model.visit_named(&mut |name, p| match p {
+        NamedParam::Int2(t) => {
+            out.push((
+                name,
+                Values::I64(v4_model::util::to_vec_int(t.val().inner())),
+            ));
+        }
+        p => out.extend(
+            p.release_tensors(&name, &Value)
+                .into_iter()
+                .map(|(n, _, v)| (n, Values::F32(v))),
+        ),
     });
     out
 }

@@ -7,7 +7,9 @@ use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use v4_model::named::stack_of;
 use v4_model::V4Model;
 use v4_optim::{OptimError, V4Optimizer};
 
@@ -67,5 +69,38 @@ pub fn apply_optimizer<B: AutodiffBackend>(
     match mapper.error {
         Some(e) => Err(e),
         None => Ok(model),
+    }
+}
+
+/// Checks that every parameter state restored from `file` belongs to a parameter of `model`
+/// (under the name the optimizer keys it by), so none is silently dropped on resume. State
+/// written per routed expert, before the experts were stacked, is named as such.
+pub fn check_state_names<B: AutodiffBackend>(
+    model: &V4Model<B>,
+    optimizer: &V4Optimizer<B::InnerBackend>,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let mut names = HashSet::new();
+    model.visit_named(&mut |name, p| {
+        if p.float_id().is_some() {
+            names.insert(name);
+        }
+    });
+    let Some(name) = optimizer.states().keys().find(|n| !names.contains(*n)) else {
+        return Ok(());
+    };
+    match stack_of(name) {
+        Some((stack, _)) => anyhow::bail!(
+            "{}: the optimizer state of `{name}` is per routed expert, written by a v4train from \
+             before routed experts were stacked; this version keeps one state per stack \
+             (`{stack}`) and cannot resume it. Fine-tune from the checkpoint's weights instead \
+             (`[model] dir` = that checkpoint directory, a new run directory): the optimizer \
+             state starts afresh",
+            file.display()
+        ),
+        None => anyhow::bail!(
+            "{}: optimizer state for `{name}`, which is not a parameter of this model",
+            file.display()
+        ),
     }
 }

@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
+use std::time::Instant;
 use v4_model::{ForwardOptions, LayerAux, V4Model};
 use v4_optim::V4Optimizer;
 
@@ -47,6 +48,9 @@ pub struct StepResult {
     pub samples_per_row: f64,
     /// False when the NaN policy skipped the update.
     pub applied: bool,
+    /// Seconds of the optimizer update and the bias update (the device drained after them);
+    /// 0 when skipped.
+    pub optimizer_secs: f64,
 }
 
 /// Runs one step at learning rate `lr` and MTP weight `mtp_weight` (0: MTP off).
@@ -143,11 +147,14 @@ pub fn train_step<B: AutodiffBackend>(
             }
         }
     }
+    let t0 = Instant::now();
     model = apply_optimizer(model, grads, optimizer, lr).map_err(|e| anyhow!(e))?;
     let rate = loss_cfg.balance_bias_rate;
     if rate > 0.0 && cfg.recipe.train.freeze == Freeze::None {
         model = model.update_balance_bias(&r.loads.loads, rate)?;
     }
+    B::sync(device).map_err(|e| anyhow!("device sync: {e:?}"))?;
+    r.optimizer_secs = t0.elapsed().as_secs_f64();
     r.applied = true;
     Ok((model, r))
 }

@@ -8,6 +8,7 @@
 use super::batches::{fingerprint_metric, BatchSource, FNV_START};
 use super::checkpoint::{self, RunIdentity};
 use super::objectives::{forward_options, freeze_params};
+use super::optimizer_step::check_state_names;
 use super::preflight;
 use super::provenance::Provenance;
 use super::run_dir::RunDir;
@@ -97,6 +98,14 @@ pub fn run<B: AutodiffBackend>(
     })
 }
 
+/// Fails for a `[train] dtype` the trainer cannot run (bf16 mixed precision: not yet).
+pub fn check_dtype(recipe: &Recipe) -> Result<()> {
+    if recipe.train.dtype == Dtype::Bf16 {
+        bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
+    }
+    Ok(())
+}
+
 /// The weights of the checkpoint directory `dir` (a release-layout model or a `step-N/`).
 fn load_model<B: AutodiffBackend>(
     cfg: &ModelConfig,
@@ -122,9 +131,7 @@ fn setup<B: AutodiffBackend>(
             ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
             ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
         })?;
-    if recipe.train.dtype == Dtype::Bf16 {
-        bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
-    }
+    check_dtype(recipe)?;
     let run_dir = RunDir::open(&recipe.checkpoint.dir)?;
     let start = run_dir.start(&recipe.checkpoint.resume, opts.overwrite)?;
     let (jsonl_path, tb_path) = (
@@ -170,6 +177,7 @@ fn setup<B: AutodiffBackend>(
             optimizer
                 .load_state(&f, device)
                 .with_context(|| format!("loading the optimizer state {}", f.display()))?;
+            check_state_names(&model, &optimizer, &f)?;
             model
         }
         (None, ModelSource::Dir(dir)) => {

@@ -1,0 +1,70 @@
+//! One SwiGLU expert (spec §2.8): `w2(weight · silu(min(w1 x, L)) · clamp(w3 x, −L, L))` with
+//! V4's `swiglu_limit` clamps (up branch to ±L, gate branch above only). The shared expert is one
+//! of these; the routed experts run the same activation on stacked weights
+//! ([`crate::routed_experts`]).
+
+use crate::expert_qat::fake_fp4_weight;
+use crate::linear::Linear;
+use burn::module::Module;
+use burn::tensor::activation::silu;
+use burn::tensor::{backend::Backend, Tensor};
+
+/// V4's clamped SwiGLU `silu(min(gate, L)) · clamp(up, −L, L)`; `limit` 0 disables the clamps.
+pub fn swiglu<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+    limit: f64,
+) -> Tensor<B, D> {
+    let (gate, up) = if limit > 0.0 {
+        (gate.clamp_max(limit), up.clamp(-limit, limit))
+    } else {
+        (gate, up)
+    };
+    silu(gate) * up
+}
+
+/// One SwiGLU expert.
+#[derive(Module, Debug)]
+pub struct Expert<B: Backend> {
+    /// Gate projection `w1` `[d, I]`.
+    pub w1: Linear<B>,
+    /// Down projection `w2` `[I, d]`.
+    pub w2: Linear<B>,
+    /// Up projection `w3` `[d, I]`.
+    pub w3: Linear<B>,
+}
+
+impl<B: Backend> Expert<B> {
+    /// `w2(weight · silu(min(w1 x, L)) · clamp(w3 x, −L, L))`; `limit` 0 disables the clamps.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        weight: Option<Tensor<B, 2>>,
+        limit: f64,
+    ) -> Tensor<B, 2> {
+        self.forward_with(x, weight, limit, false)
+    }
+
+    /// [`Expert::forward`]; `fp4`: the three weights go through FP4 fake quantization
+    /// ([`fake_fp4_weight`], straight-through gradient) first.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 2>,
+        weight: Option<Tensor<B, 2>>,
+        limit: f64,
+        fp4: bool,
+    ) -> Tensor<B, 2> {
+        let lin = |l: &Linear<B>, x: Tensor<B, 2>| {
+            if fp4 {
+                x.matmul(fake_fp4_weight(l.weight.val()))
+            } else {
+                l.forward(x)
+            }
+        };
+        let mut h = swiglu(lin(&self.w1, x.clone()), lin(&self.w3, x), limit);
+        if let Some(w) = weight {
+            h = h * w;
+        }
+        lin(&self.w2, h)
+    }
+}

@@ -1,0 +1,218 @@
+//! The benchmark of a recipe's training step: the trainer's own step ([`train_step`]) on the
+//! recipe's model (freshly initialised, or `[model] dir`'s weights) and data, timed after
+//! warm-up steps, with model FLOPs ([`flops_per_token`]), MFU against the device's peak, peak
+//! memory and the per-phase split ([`time_phases`]). Nothing is written to the run directory.
+
+use super::devices::lookup;
+use super::flops::{flops_per_token, PhaseFlops};
+use super::phases::time_phases;
+use crate::recipe::{Dtype, ModelSource, Recipe};
+use crate::train::objectives::{forward_options, freeze_params};
+use crate::train::step::{train_step, StepConfig};
+use crate::train::trainer::check_dtype;
+use crate::train::BatchSource;
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+use std::time::Instant;
+use v4_model::{inventory, V4Model, WeightSource};
+use v4_optim::{LrSchedule, V4Optimizer};
+
+/// How to run the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Untimed steps first.
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// The device's name (`"cpu"`, or the GPU's), for the peak table.
+    pub device_name: String,
+    /// Peak TFLOP/s to compute MFU against, instead of the table's.
+    pub peak_tflops: Option<f64>,
+}
+
+/// Seconds per step by phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PhaseSecs {
+    /// Attention without its indexer.
+    pub attention: f64,
+    /// Lightning indexers.
+    pub indexer: f64,
+    /// MoE layers.
+    pub moe: f64,
+    /// mHC use-sites.
+    pub mhc: f64,
+    /// Optimizer update.
+    pub optimizer: f64,
+    /// The rest of the step.
+    pub other: f64,
+}
+
+/// What `v4train bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The recipe file.
+    pub recipe: String,
+    /// The device.
+    pub device: String,
+    /// `"f32"` or `"bf16"`.
+    pub dtype: String,
+    /// Parameters of the model.
+    pub parameters: u64,
+    /// Tokens per optimizer step.
+    pub tokens_per_step: usize,
+    /// Warm-up and timed steps.
+    pub warmup_steps: usize,
+    /// Timed steps.
+    pub timed_steps: usize,
+    /// Median step time, seconds.
+    pub step_secs: f64,
+    /// Fastest and slowest timed step, seconds.
+    pub step_secs_range: (f64, f64),
+    /// Trained tokens per second (median step).
+    pub tokens_per_sec: f64,
+    /// Model FLOPs per token, by phase.
+    pub flops_per_token: PhaseFlops,
+    /// Achieved model FLOP/s.
+    pub achieved_flops: f64,
+    /// The peak it is compared against (TFLOP/s) and where it comes from.
+    pub peak_tflops: Option<(f64, String)>,
+    /// Model FLOP utilisation (0..1).
+    pub mfu: Option<f64>,
+    /// Peak memory, bytes, and what it measures.
+    pub peak_memory: Option<(u64, String)>,
+    /// Seconds per step by phase (isolated parts; `other` the remainder).
+    pub phases: PhaseSecs,
+    /// Last timed step's loss (a sanity check).
+    pub loss: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs the benchmark of `recipe` on `device`; `peak_memory` reads the process's or device's
+/// peak memory after the steps.
+pub fn bench<B: AutodiffBackend>(
+    recipe: &Recipe,
+    recipe_name: &str,
+    opts: &BenchOptions,
+    device: &B::Device,
+    peak_memory: impl Fn() -> Option<(u64, String)>,
+) -> Result<BenchReport> {
+    check_dtype(recipe)?;
+    let cfg = recipe.model.resolve().context("[model]")?;
+    let mut data = BatchSource::open(recipe, &cfg, None)?;
+    let model = match &recipe.model.source {
+        ModelSource::Dir(dir) => {
+            let src = v4_checkpoints::ModelDir::open(dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            V4Model::<B>::load(&cfg, &src as &dyn WeightSource, device)
+                .with_context(|| format!("loading {}", dir.display()))?
+        }
+        ModelSource::Preset(_) => V4Model::<B>::init(&cfg, recipe.train.seed, device)?,
+    };
+    let (mut model, _) = freeze_params(model, recipe.train.freeze);
+    let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
+    let schedule = LrSchedule::new(recipe.schedule.clone())?;
+    let step_cfg = StepConfig {
+        recipe,
+        opts: forward_options(recipe),
+    };
+    let t = &recipe.train;
+    let tokens = t.global_batch() * t.seq_len;
+    let mtp_w = if cfg.num_nextn_predict_layers > 0 {
+        recipe.loss.mtp_weight
+    } else {
+        0.0
+    };
+    let (mut secs, mut opt_secs, mut loss) = (Vec::new(), Vec::new(), 0.0);
+    let mut last = Vec::new();
+    for step in 0..(opts.warmup + opts.steps.max(1)) as u64 {
+        let batches = (0..t.grad_accum)
+            .map(|m| data.next(step, m))
+            .collect::<Result<Vec<_>>>()?;
+        let t0 = Instant::now();
+        let lr = schedule.lr(step);
+        let (next, r) = train_step(
+            model,
+            &mut optimizer,
+            &batches,
+            &step_cfg,
+            (step, lr, mtp_w),
+            device,
+        )?;
+        model = next;
+        if step as usize >= opts.warmup {
+            secs.push(t0.elapsed().as_secs_f64());
+            opt_secs.push(r.optimizer_secs);
+            loss = r.loss;
+        }
+        last = batches;
+    }
+    let memory = peak_memory();
+    let step_secs = median(secs.clone());
+    let mut parts = Vec::new();
+    for batch in &last {
+        // Twice: the first run warms the parts' shapes up.
+        time_phases(&model, batch, recipe, step_cfg.opts, device)?;
+        parts.push(time_phases(&model, batch, recipe, step_cfg.opts, device)?);
+    }
+    let mut phases = PhaseSecs {
+        optimizer: median(opt_secs),
+        ..PhaseSecs::default()
+    };
+    for p in parts {
+        phases.attention += p.attention;
+        phases.indexer += p.indexer;
+        phases.moe += p.moe;
+        phases.mhc += p.mhc;
+    }
+    let measured = phases.attention + phases.indexer + phases.moe + phases.mhc + phases.optimizer;
+    phases.other = (step_secs - measured).max(0.0);
+
+    let flops = flops_per_token(&cfg, recipe);
+    let tokens_per_sec = tokens as f64 / step_secs.max(1e-12);
+    let achieved = flops.total() * tokens_per_sec;
+    let dtype = match t.dtype {
+        Dtype::F32 => "f32",
+        Dtype::Bf16 => "bf16",
+    };
+    let peak = match opts.peak_tflops {
+        Some(p) => Some((p, "--peak-tflops".to_string())),
+        None => lookup(&opts.device_name).map(|d| {
+            let p = match t.dtype {
+                Dtype::F32 => d.f32_tflops,
+                Dtype::Bf16 => d.bf16_tflops,
+            };
+            (p, format!("{} {dtype} dense", d.name))
+        }),
+    };
+    let parameters = inventory(&cfg)
+        .iter()
+        .map(|s| s.shape.iter().product::<usize>() as u64)
+        .sum();
+    Ok(BenchReport {
+        recipe: recipe_name.to_string(),
+        device: opts.device_name.clone(),
+        dtype: dtype.to_string(),
+        parameters,
+        tokens_per_step: tokens,
+        warmup_steps: opts.warmup,
+        timed_steps: secs.len(),
+        step_secs,
+        step_secs_range: (
+            secs.iter().copied().fold(f64::INFINITY, f64::min),
+            secs.iter().copied().fold(0.0, f64::max),
+        ),
+        tokens_per_sec,
+        flops_per_token: flops,
+        achieved_flops: achieved,
+        mfu: peak.as_ref().map(|(p, _)| achieved / (p * 1e12)),
+        peak_tflops: peak,
+        peak_memory: memory,
+        phases,
+        loss,
+    })
+}
