@@ -31,66 +31,80 @@ fn token_bytes(cfg: &ModelConfig, r: &Recipe) -> f64 {
 /// and log directories), `/usr/bin/time -v` "Maximum resident set size" (KiB). The table with
 /// the estimates is in the docs of `v4train::plan::memory`.
 const MEASURED: &[(&str, &[&str], u64)] = &[
-    ("recipes/tiny-pretrain.toml", &[], 167_696),
+    ("recipes/tiny-pretrain.toml", &[], 159_620),
     (
         "recipes/tiny-pretrain.toml",
         &["train.micro_batch=1"],
-        118_336,
+        93_068,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.micro_batch=4"],
-        235_064,
+        236_252,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["loss.indexer_weight=0"],
-        165_476,
+        148_352,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=1024"],
-        634_688,
+        438_708,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=1024", "loss.indexer_weight=0"],
-        646_592,
+        402_356,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=4096"],
-        4_059_116,
+        1_274_564,
     ),
-    ("recipes/tiny-sft.toml", &[], 2_044_036),
-    ("recipes/tiny-sft.toml", &["train.seq_len=2048"], 6_232_316),
+    ("recipes/tiny-sft.toml", &[], 1_939_060),
+    ("recipes/tiny-sft.toml", &["train.seq_len=2048"], 6_109_428),
     (
         "recipes/tiny-sft.toml",
         &[
             "train.freeze=\"all-but-indexer\"",
             "train.attention=\"dense\"",
         ],
-        851_572,
+        828_552,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=1024", "train.grad_accum=2"],
-        667_524,
+        439_124,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.fake_quant=true", "train.expert_fp4_qat=true"],
-        165_676,
+        160_776,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=2048", "train.micro_batch=1"],
-        765_924,
+        537_524,
     ),
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=1024", "train.attention=\"dense\""],
-        548_532,
+        576_148,
+    ),
+    (
+        "recipes/tiny-pretrain.toml",
+        &[
+            "train.seq_len=4096",
+            "train.micro_batch=1",
+            "train.activation_checkpointing=\"block\"",
+        ],
+        459_696,
+    ),
+    (
+        "recipes/tiny-pretrain.toml",
+        &["train.seq_len=8192", "train.micro_batch=1"],
+        1_299_112,
     ),
 ];
 
@@ -134,16 +148,37 @@ fn activations_are_linear_in_micro_batch() {
 }
 
 #[test]
-fn csa_activations_grow_faster_than_seq_len() {
-    let at = |s: usize| {
-        let (cfg, r) = tiny(&[&format!("train.seq_len={s}")]);
+fn dense_csa_activations_grow_faster_than_seq_len_and_sparse_ones_do_not() {
+    let at = |s: usize, attention: &str| {
+        let (cfg, r) = tiny(&[
+            &format!("train.seq_len={s}"),
+            &format!("train.attention=\"{attention}\""),
+        ]);
         token_bytes(&cfg, &r)
     };
-    let (a1, a2, a4) = (at(1024), at(2048), at(4096));
-    // the compressed-entry and indexer scores are [T, heads, T/4]: quadratic
+    let (a1, a2, a4) = (at(1024, "dense"), at(2048, "dense"), at(4096, "dense"));
+    // dense: the compressed-entry and indexer scores are [T, heads, T/4]: quadratic
     assert!(a2 / a1 > 2.2 && a4 / a2 > a2 / a1, "{a1} {a2} {a4}");
     // …and the quadratic part dominates at long sequences (close to 4× per doubling)
-    assert!(at(65536) / at(32768) > 3.5);
+    assert!(at(65536, "dense") / at(32768, "dense") > 3.5);
+    // sparse: window + top-k per query, the indexer's KL over the k chosen: about linear (HCA
+    // stays dense over its S/128 entries, the one quadratic term left)
+    let (s16, s64) = (at(16384, "sparse"), at(65536, "sparse"));
+    assert!(s64 / s16 > 3.9 && s64 / s16 < 5.0, "{s16} {s64}");
+    let (d16, d64) = (at(16384, "dense"), at(65536, "dense"));
+    assert!(d64 / d16 > 12.0, "{d16} {d64}");
+    // block recomputation keeps far less at long context
+    let recompute = |s: usize| {
+        let (cfg, r) = tiny(&[
+            &format!("train.seq_len={s}"),
+            "train.activation_checkpointing=\"block\"",
+        ]);
+        token_bytes(&cfg, &r)
+    };
+    let (r16, r64) = (recompute(16384), recompute(65536));
+    assert!(r16 < 0.8 * s16, "{r16} {s16}");
+    // (its per-block peak holds HCA's dense S/128 softmax, quadratic but small beside dense CSA)
+    assert!(r64 / r16 < 0.5 * d64 / d16, "{r16} {r64}");
 
     // A model of window-only layers is linear in seq_len.
     let window = ["model.compress_ratios=[0, 0, 0, 0]", "train.seq_len=1024"];

@@ -31,8 +31,13 @@
 //! | d 256, 8 heads × 128, 16 experts top-4, window 64; seq 500 | 403.2 | 391.8 |
 //! | top layer CSA, no MTP, dense, seq 2048 (the softmax-backward peak) | 225.8 | 233.9 |
 //! | freeze all-but-indexer, dense, seq 1024 (the indexer-backward peak) | 159.7 | 152.2 |
+//!
+//! (Measured on the dense CSA path. The sparse path — the top-k entries gathered per query, the
+//! indexer's KL over them, its chunked top-k pass — and block recomputation are counted from
+//! their code and checked through peak RSS: the table in [`mod@super::memory`].)
 
-use crate::recipe::{Attention, Freeze, Recipe};
+use crate::recipe::{ActivationCheckpointing, Attention, Freeze, Recipe};
+use v4_model::indexer::CHUNK_BUDGET_BYTES;
 use v4_model::ModelConfig;
 
 const F32: f64 = 4.0;
@@ -99,6 +104,10 @@ pub struct Activations {
     pub backward: u64,
     /// Autodiff's bookkeeping of the recorded ops (independent of the token count).
     pub graph: u64,
+    /// The sparse indexer's top-k pass: the live scores of one chunk of queries. A forward
+    /// transient, but the allocator (purging off) keeps its pages resident for the step's
+    /// other allocations, so it adds to the peak RSS rather than overlapping it.
+    pub indexer_chunk: u64,
 }
 
 impl Activations {
@@ -110,6 +119,7 @@ impl Activations {
             .saturating_add(self.logits)
             .saturating_add(self.backward)
             .saturating_add(self.graph)
+            .saturating_add(self.indexer_chunk)
     }
 }
 
@@ -125,6 +135,10 @@ struct Forward {
     /// `freeze = "all-but-indexer"`: only the indexers are differentiated, so only their ops
     /// are recorded (their inputs are detached; everything else is untracked).
     frozen: bool,
+    /// `activation_checkpointing = "block"`: main blocks keep only their input streams.
+    recompute: bool,
+    /// `[train] indexer_chunk` (0: by the budget).
+    indexer_chunk: usize,
 }
 
 impl Forward {
@@ -138,6 +152,9 @@ impl Forward {
             expert_fp4: recipe.train.expert_fp4_qat,
             mtp_blocks: mtp_blocks_run(cfg, recipe),
             frozen: recipe.train.freeze == Freeze::AllButIndexer,
+            recompute: recipe.train.activation_checkpointing == ActivationCheckpointing::Block
+                && recipe.train.freeze != Freeze::AllButIndexer,
+            indexer_chunk: recipe.train.indexer_chunk,
         }
     }
 }
@@ -170,6 +187,10 @@ struct Block {
     softmax: f64,
     /// The FFN half (hc_ffn site, ffn_norm, MoE), freed before the attention's backward.
     ffn: f64,
+    /// The block's input streams `[T, hc·d]` (all that block recomputation keeps).
+    streams: f64,
+    /// The live scores of one chunk of the sparse indexer's top-k pass (a forward transient).
+    chunk: f64,
 }
 
 /// RMSNorm over `width`: its input, the normalised tensor (kept by the gain's `mul`), and three
@@ -253,17 +274,28 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
     // out of the softmax `[b·sp, H, 2w]` (kept by the value matmul).
     let padded = sp > s as f64;
     let compressed_n = compressed_entries(cfg, f, layer, s);
+    // Sparse CSA attends only the indexer's top-k entries, gathered per query.
+    let selected = ratio == 4 && f.sparse && compressed_n > 0;
+    let attended = if selected {
+        cfg.index_topk.min(compressed_n)
+    } else {
+        compressed_n
+    };
     let q_rows =
         if padded { b * sp } else { 0.0 } + if !padded || compressed_n > 0 { t } else { 0.0 };
     saved += q_rows * h * hd + 2.0 * b * sp * hd + b * sp * h * 2.0 * w * (1.0 + BOOL);
-    // Softmax over window ∪ compressed ∪ sink: `K = 2w + n + 1` columns; exp input and output
-    // `[T, H, K]` and the row sums `[T, H]`.
-    let n = compressed_n as f64;
+    // Softmax over window ∪ compressed ∪ sink: `K = 2w + n + 1` columns (`n` = the attended
+    // entries); exp input and output `[T, H, K]` and the row sums `[T, H]`.
+    let n = attended as f64;
     let softmax = t * h * (2.0 * w + n + 1.0);
     saved += 2.0 * softmax + t * h;
-    if compressed_n > 0 {
-        // Compressed scores: the visibility mask `[T, H, n]` (bool) and the probabilities
-        // copied out `[T, H, n]` (kept by the value matmul); the entries are the compressor's.
+    if selected {
+        // Sparse: the gathered entries `[T, k, D]` (kept by the score and value matmuls), their
+        // validity `[T, k]` (bool), the probabilities copied out `[T, H, k]`.
+        saved += t * n * (hd + BOOL) + t * h * n;
+    } else if compressed_n > 0 {
+        // Dense: the visibility mask `[T, H, n]` (bool) and the probabilities copied out
+        // `[T, H, n]` (kept by the value matmul); the entries are the compressor's.
         saved += t * h * n * (1.0 + BOOL);
     }
     // Main compressor (CSA ratio 4, HCA ratio 128), entries of width D.
@@ -274,8 +306,35 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
     // compressor (width index_head_dim), its rotated queries `[T, ih·ihd]` (kept by the score
     // matmul), the head weights `[T, ih]`, and the scores `[T, ih, n]` twice (ReLU input, and
     // ReLU output kept by the head-weighting mul). Quadratic in seq_len: `2·ih·n` per token.
-    let (mut indexer, mut indexer_scores) = (0.0, 0.0);
-    if ratio == 4 && indexer_runs(f, s) {
+    let (mut indexer, mut indexer_scores, mut chunk) = (0.0, 0.0, 0.0);
+    if selected {
+        // The top-k pass holds three `[b, rows, ih, n]` score tensors of one chunk of queries
+        // (`Indexer::chunk_rows`).
+        let ih = cfg.index_n_heads;
+        let entries = s / 4;
+        let rows = if f.indexer_chunk > 0 {
+            f.indexer_chunk
+        } else {
+            CHUNK_BUDGET_BYTES / (12 * f.b as usize * ih * entries).max(1)
+        };
+        chunk = 3.0 * b * (rows.clamp(1, s.max(1)) * ih * entries) as f64;
+        // Sparse: the top-k is chosen chunk by chunk without autodiff (its live scores are a
+        // forward transient within the chunk budget); only the KL records anything: the
+        // indexer's compressor, queries `[T, ih·ihd]`, head weights `[T, ih]`, the gathered
+        // keys `[T, k, ihd]`, the scores of the k chosen entries `[T, ih, k]` twice (ReLU
+        // input and output), and the KL's `[T, k]` tensors. Linear in seq_len.
+        if f.indexer_loss {
+            let (ih, ihd) = (cfg.index_n_heads as f64, cfg.index_head_dim as f64);
+            let scores = t * ih * n;
+            indexer = compressor(f, d, s, 4, ihd)
+                + t * (ih * ihd + ih)
+                + t * n * ihd
+                + 2.0 * scores
+                + t * (n * (2.0 + BOOL) + 4.0);
+            indexer_scores = scores;
+            saved += indexer;
+        }
+    } else if ratio == 4 && indexer_runs(f, s) {
         let (ih, ihd) = (cfg.index_n_heads as f64, cfg.index_head_dim as f64);
         let n = (s / 4) as f64;
         let scores = t * ih * n;
@@ -345,6 +404,7 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
             saved: kept,
             indexer: kept,
             indexer_scores,
+            chunk,
             ..Block::default()
         };
     }
@@ -355,6 +415,8 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
         qat_bytes,
         softmax: if compressed_n > 0 { softmax } else { 0.0 },
         ffn: (ffn_half + moe) * t,
+        streams: t * cfg.hc_mult as f64 * d,
+        chunk,
     }
 }
 
@@ -415,7 +477,21 @@ pub fn activations(cfg: &ModelConfig, recipe: &Recipe) -> Activations {
         heads += rows * (mtp_inputs(cfg) + head(cfg));
         mtp_rows.push(rows);
     }
-    let saved: Vec<f64> = blocks.iter().map(|b| b.saved).collect();
+    // With block recomputation a main block keeps only its input streams until its backward
+    // recomputes it.
+    let main = cfg.num_hidden_layers;
+    let recompute = f.recompute && !f.frozen;
+    let saved: Vec<f64> = blocks
+        .iter()
+        .enumerate()
+        .map(|(l, b)| {
+            if recompute && l < main {
+                b.streams
+            } else {
+                b.saved
+            }
+        })
+        .collect();
     let saved_total: f64 = saved.iter().sum();
     let indexers: f64 = blocks.iter().map(|b| b.indexer).sum();
     let indexer_scores = blocks.iter().map(|b| b.indexer_scores).fold(0.0, f64::max);
@@ -445,10 +521,24 @@ pub fn activations(cfg: &ModelConfig, recipe: &Recipe) -> Activations {
             + head_transient
             + saved[cfg.num_hidden_layers..].iter().sum::<f64>();
         let mut extra = indexer_end - start;
-        for l in (0..cfg.num_hidden_layers).rev() {
-            let blk = &blocks[l];
-            extra = extra.max(SOFTMAX_BACKWARD_TRANSIENTS * blk.softmax - above - blk.ffn);
-            above += saved[l];
+        if recompute {
+            // Block ℓ's backward: every main block's streams, block ℓ recomputed whole, its
+            // softmax and indexer backward transients (the heads are done by then).
+            let streams: f64 = saved[..main].iter().sum();
+            extra = f64::NEG_INFINITY;
+            for blk in &blocks[..main] {
+                let peak = streams
+                    + blk.saved
+                    + SOFTMAX_BACKWARD_TRANSIENTS * blk.softmax
+                    + INDEXER_BACKWARD_TRANSIENTS * blk.indexer_scores;
+                extra = extra.max(peak - start);
+            }
+        } else {
+            for l in (0..main).rev() {
+                let blk = &blocks[l];
+                extra = extra.max(SOFTMAX_BACKWARD_TRANSIENTS * blk.softmax - above - blk.ffn);
+                above += saved[l];
+            }
         }
         // MTP blocks run their backward first: only the head's transients and their own FFN
         // half are gone by then (conservatively).
@@ -476,6 +566,7 @@ pub fn activations(cfg: &ModelConfig, recipe: &Recipe) -> Activations {
         heads: bytes(heads),
         logits: bytes(logits),
         backward: bytes(extra.max(0.0)),
+        indexer_chunk: bytes(blocks.iter().map(|b| b.chunk).fold(0.0, f64::max)),
         graph: graph as u64,
     }
 }

@@ -6,12 +6,10 @@
 pub mod packed;
 
 use burn::backend::Flex;
-use burn::tensor::{FloatDType, IntDType};
 use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Once;
 use v4_model::{MapSource, ModelConfig, V4Model};
 
 pub type B = Flex;
@@ -125,18 +123,4 @@ pub fn compare(got: &[f32], want: &[f32], tol: f32) -> (f32, f32, f32) {
         (sum / got.len() as f64) as f32,
         within as f32 / got.len() as f32,
     )
-}
-
-/// The whole process runs f64: every float tensor the model creates (weights converted from the
-/// fixture's f32, masks, rope tables) takes the device's default float dtype.
-pub fn use_f64() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        burn::tensor::set_default_dtypes::<Flex>(
-            &Default::default(),
-            FloatDType::F64,
-            IntDType::I32,
-        )
-        .expect("set the default float dtype before any tensor is created");
-    });
 }
