@@ -8,34 +8,10 @@
 //! run without gradient (the indexer without its KL loss, everything frozen) 1×. Position
 //! averages are over one full `seq_len` row (packed samples see fewer keys; not modelled).
 
+use super::step_phases::Phases;
 use crate::plan::{gets_gradient, ns_batches};
 use crate::recipe::{Attention, Freeze, Recipe};
-use serde::Serialize;
 use v4_model::{inventory, ModelConfig};
-
-/// FLOPs per trained token, by phase.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct PhaseFlops {
-    /// Attention projections, compressors and the attention core (window + compressed).
-    pub attention: f64,
-    /// Lightning indexer (its compressor, projections, scores).
-    pub indexer: f64,
-    /// Router, top-k routed experts, shared expert.
-    pub moe: f64,
-    /// mHC mixes, weighted sums and write-backs.
-    pub mhc: f64,
-    /// Newton–Schulz of the Muon step, per token of the step.
-    pub optimizer: f64,
-    /// Output heads, MTP input projections.
-    pub other: f64,
-}
-
-impl PhaseFlops {
-    /// Sum of the phases.
-    pub fn total(&self) -> f64 {
-        self.attention + self.indexer + self.moe + self.mhc + self.optimizer + self.other
-    }
-}
 
 /// Mean over positions `0..s` of `f(position)`.
 fn mean_over(s: usize, f: impl Fn(usize) -> usize) -> f64 {
@@ -94,7 +70,7 @@ fn block_macs(cfg: &ModelConfig, recipe: &Recipe, layer: usize, s: usize) -> [f6
 }
 
 /// Model FLOPs per trained token of one step of `recipe` on `cfg`.
-pub fn flops_per_token(cfg: &ModelConfig, recipe: &Recipe) -> PhaseFlops {
+pub fn flops_per_token(cfg: &ModelConfig, recipe: &Recipe) -> Phases {
     let s = recipe.train.seq_len;
     let frozen = recipe.train.freeze == Freeze::AllButIndexer;
     let trained = if frozen { 1.0 } else { 3.0 };
@@ -108,7 +84,7 @@ pub fn flops_per_token(cfg: &ModelConfig, recipe: &Recipe) -> PhaseFlops {
         cfg.vocab_size as f64,
         cfg.hc_mult as f64,
     );
-    let mut out = PhaseFlops::default();
+    let mut out = Phases::default();
     let mut add_block = |layer: usize, positions: usize, share: f64| {
         let [a, ix, m, h] = block_macs(cfg, recipe, layer, positions);
         out.attention += 2.0 * trained * a * share;

@@ -7,6 +7,8 @@ pub mod flops;
 pub mod peak_memory;
 pub mod phases;
 pub mod run;
+pub mod step_phases;
 
-pub use flops::{flops_per_token, PhaseFlops};
-pub use run::{bench, BenchOptions, BenchReport, PhaseSecs};
+pub use flops::flops_per_token;
+pub use run::{bench, BenchOptions, BenchReport};
+pub use step_phases::Phases;

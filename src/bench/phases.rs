@@ -6,6 +6,7 @@
 //! the batch; the MTP blocks reuse the last main block's, cut to their positions); what the step
 //! spends outside them (embedding, heads, loss, norms, gradient bookkeeping) is the remainder.
 
+use super::step_phases::Phases;
 use crate::recipe::Recipe;
 use crate::train::MicroBatch;
 use anyhow::{anyhow, Result};
@@ -16,26 +17,6 @@ use std::time::Instant;
 use v4_model::block::Block;
 use v4_model::indexer::Indexer;
 use v4_model::{AttentionMode, ForwardOptions, SampleLayout, V4Model};
-
-/// Seconds of one micro-batch's forward + backward spent in each phase.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PhaseTimes {
-    /// Attention without its indexer.
-    pub attention: f64,
-    /// Lightning indexers.
-    pub indexer: f64,
-    /// MoE layers.
-    pub moe: f64,
-    /// mHC use-sites.
-    pub mhc: f64,
-}
-
-impl PhaseTimes {
-    /// Sum of the phases.
-    pub fn total(&self) -> f64 {
-        self.attention + self.indexer + self.moe + self.mhc
-    }
-}
 
 /// What one block's parts need.
 struct Inputs<'a, B: AutodiffBackend> {
@@ -59,14 +40,15 @@ fn timed<B: Backend>(device: &B::Device, f: impl FnOnce()) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// The phases of one micro-batch `batch` through `model`.
+/// The phases of one micro-batch `batch` through `model` (seconds; attention, indexer, MoE and
+/// mHC only).
 pub fn time_phases<B: AutodiffBackend>(
     model: &V4Model<B>,
     batch: &MicroBatch,
     recipe: &Recipe,
     opts: ForwardOptions,
     device: &B::Device,
-) -> Result<PhaseTimes> {
+) -> Result<Phases> {
     let ignore = recipe.loss.ignore_index;
     let (ids, _) = batch.tensors::<B>(device);
     let layout = batch.layout::<B>(ignore, device)?;
@@ -82,7 +64,7 @@ pub fn time_phases<B: AutodiffBackend>(
             .forward_samples(x, inner_ids.clone(), &inner_layout, opts)
             .0;
     }
-    let mut t = PhaseTimes::default();
+    let mut t = Phases::default();
     for (blk, streams) in model.layers.iter().zip(inputs.iter()) {
         let inp = Inputs {
             streams: Tensor::from_inner(streams.clone()),
@@ -91,7 +73,7 @@ pub fn time_phases<B: AutodiffBackend>(
             opts,
             device,
         };
-        add(&mut t, time_block(blk, &inp)?);
+        t += time_block(blk, &inp)?;
     }
     let [b, s] = ids.dims();
     for (k, m) in model.mtp.iter().enumerate() {
@@ -107,20 +89,13 @@ pub fn time_phases<B: AutodiffBackend>(
             opts,
             device,
         };
-        add(&mut t, time_block(&m.block, &inp)?);
+        t += time_block(&m.block, &inp)?;
     }
     Ok(t)
 }
 
-fn add(t: &mut PhaseTimes, b: PhaseTimes) {
-    t.attention += b.attention;
-    t.indexer += b.indexer;
-    t.moe += b.moe;
-    t.mhc += b.mhc;
-}
-
 /// One block's parts, each forward + backward on its own graph.
-fn time_block<B: AutodiffBackend>(blk: &Block<B>, i: &Inputs<'_, B>) -> Result<PhaseTimes> {
+fn time_block<B: AutodiffBackend>(blk: &Block<B>, i: &Inputs<'_, B>) -> Result<Phases> {
     let dev = i.device;
     let leaf = |t: Tensor<B, 3>| t.detach().require_grad();
     let streams = i.streams.clone().detach().require_grad();
@@ -151,11 +126,12 @@ fn time_block<B: AutodiffBackend>(blk: &Block<B>, i: &Inputs<'_, B>) -> Result<P
         };
         let _ = loss.backward();
     })?;
-    Ok(PhaseTimes {
+    Ok(Phases {
         attention: (attention - indexer).max(0.0),
         indexer,
         moe,
         mhc,
+        ..Phases::default()
     })
 }
 

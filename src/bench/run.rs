@@ -4,8 +4,9 @@
 //! memory and the per-phase split ([`time_phases`]). Nothing is written to the run directory.
 
 use super::devices::lookup;
-use super::flops::{flops_per_token, PhaseFlops};
+use super::flops::flops_per_token;
 use super::phases::time_phases;
+use super::step_phases::Phases;
 use crate::recipe::{Dtype, ModelSource, Recipe};
 use crate::train::objectives::{forward_options, freeze_params};
 use crate::train::step::{train_step, StepConfig};
@@ -29,23 +30,6 @@ pub struct BenchOptions {
     pub device_name: String,
     /// Peak TFLOP/s to compute MFU against, instead of the table's.
     pub peak_tflops: Option<f64>,
-}
-
-/// Seconds per step by phase.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct PhaseSecs {
-    /// Attention without its indexer.
-    pub attention: f64,
-    /// Lightning indexers.
-    pub indexer: f64,
-    /// MoE layers.
-    pub moe: f64,
-    /// mHC use-sites.
-    pub mhc: f64,
-    /// Optimizer update.
-    pub optimizer: f64,
-    /// The rest of the step.
-    pub other: f64,
 }
 
 /// What `v4train bench` measured.
@@ -72,7 +56,7 @@ pub struct BenchReport {
     /// Trained tokens per second (median step).
     pub tokens_per_sec: f64,
     /// Model FLOPs per token, by phase.
-    pub flops_per_token: PhaseFlops,
+    pub flops_per_token: Phases,
     /// Achieved model FLOP/s.
     pub achieved_flops: f64,
     /// The peak it is compared against (TFLOP/s) and where it comes from.
@@ -82,7 +66,7 @@ pub struct BenchReport {
     /// Peak memory, bytes, and what it measures.
     pub peak_memory: Option<(u64, String)>,
     /// Seconds per step by phase (isolated parts; `other` the remainder).
-    pub phases: PhaseSecs,
+    pub phases: Phases,
     /// Last timed step's loss (a sanity check).
     pub loss: f64,
 }
@@ -159,18 +143,14 @@ pub fn bench<B: AutodiffBackend>(
         time_phases(&model, batch, recipe, step_cfg.opts, device)?;
         parts.push(time_phases(&model, batch, recipe, step_cfg.opts, device)?);
     }
-    let mut phases = PhaseSecs {
+    let mut phases = Phases {
         optimizer: median(opt_secs),
-        ..PhaseSecs::default()
+        ..Phases::default()
     };
     for p in parts {
-        phases.attention += p.attention;
-        phases.indexer += p.indexer;
-        phases.moe += p.moe;
-        phases.mhc += p.mhc;
+        phases += p;
     }
-    let measured = phases.attention + phases.indexer + phases.moe + phases.mhc + phases.optimizer;
-    phases.other = (step_secs - measured).max(0.0);
+    phases.other = (step_secs - phases.total()).max(0.0);
 
     let flops = flops_per_token(&cfg, recipe);
     let tokens_per_sec = tokens as f64 / step_secs.max(1e-12);
