@@ -3,16 +3,13 @@
 //! `shared/baseline/bench-1b.json`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use v4train::bench::flops_per_token;
 use v4train::recipe::Recipe;
 
+mod common;
+
 fn v4train(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_v4train"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::bin().args(args).output().unwrap()
 }
 
 fn recipe(name: &str) -> Recipe {
