@@ -16,6 +16,7 @@ use crate::indexer_loss::{indexer_kl, teacher};
 use crate::linear::Linear;
 use crate::norm::{rms_normalize, RmsNorm};
 use crate::options::{AttentionMode, ForwardOptions};
+use crate::precision;
 use crate::rope::RopeTable;
 use crate::sample_layout::SampleLayout;
 use crate::sink_attention::{
@@ -102,6 +103,7 @@ impl<B: Backend> Attention<B> {
         layout: &SampleLayout<B>,
         opts: ForwardOptions,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
+        let _precision = precision::enter(opts.precision);
         let [b, s, _] = x.dims();
         let (h, hd, rd) = (self.n_heads, self.head_dim, self.rope_dim);
         let table = layout.rope_tokens(&self.freqs);
@@ -214,7 +216,7 @@ impl<B: Backend> Attention<B> {
         let [g, gin, r] = self.wo_a.dims();
         debug_assert_eq!(g * gin, h * hd);
         let og = o.reshape([b * s, g, gin]).swap_dims(0, 1); // [g, b·s, gin]
-        let u = og.matmul(self.wo_a.val()); // [g, b·s, r]
+        let u = precision::matmul(og, self.wo_a.val()); // [g, b·s, r]
         let u = u.swap_dims(0, 1).reshape([b, s, g * r]);
         self.wo_b.forward(u)
     }

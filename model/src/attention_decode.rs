@@ -13,6 +13,7 @@ use crate::indexer::Indexer;
 use crate::kv_cache::{write_slots, CompressorCache, LayerCache};
 use crate::norm::rms_normalize;
 use crate::options::{AttentionMode, ForwardOptions};
+use crate::precision::{self, MixedMatmul};
 use crate::rope::RopeTable;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{backend::Backend, Bool, Tensor};
@@ -47,7 +48,7 @@ impl<B: Backend> Indexer<B> {
         let n = cache.entries.dims()[1];
         let dots = relu(
             q.reshape([b, nh, hd])
-                .matmul(cache.entries.clone().swap_dims(1, 2)),
+                .matmul_mixed(cache.entries.clone().swap_dims(1, 2)),
         );
         (dots * w).sum_dim(1).reshape([b, n])
     }
@@ -63,6 +64,7 @@ impl<B: Backend> Attention<B> {
         pos: &[usize],
         opts: ForwardOptions,
     ) -> Tensor<B, 3> {
+        let _precision = precision::enter(opts.precision);
         let b = x.dims()[0];
         let (h, hd, rd, w) = (self.n_heads, self.head_dim, self.rope_dim, self.window);
         let device = x.device();
@@ -88,7 +90,7 @@ impl<B: Backend> Attention<B> {
         let masked = |keys: &Tensor<B, 3>, ok: Tensor<B, 2, Bool>| {
             let n = keys.dims()[1];
             qh.clone()
-                .matmul(keys.clone().swap_dims(1, 2))
+                .matmul_mixed(keys.clone().swap_dims(1, 2))
                 .mul_scalar(scale)
                 .mask_fill(
                     ok.reshape([b, 1, n]).expand([b, h, n]).bool_not(),
@@ -101,10 +103,13 @@ impl<B: Backend> Attention<B> {
         }
         parts.push(self.attn_sink.val().reshape([1, h, 1]).expand([b, h, 1]));
         let p = softmax(Tensor::cat(parts, 2), 2);
-        let mut o = p.clone().slice_dim(2, 0..ring).matmul(cache.window.clone());
+        let mut o = p
+            .clone()
+            .slice_dim(2, 0..ring)
+            .matmul_mixed(cache.window.clone());
         if let Some((keys, _)) = entries {
             let n = keys.dims()[1];
-            o = o + p.slice_dim(2, ring..ring + n).matmul(keys);
+            o = o + p.slice_dim(2, ring..ring + n).matmul_mixed(keys);
         }
         let o = table.rotate_tail(o.reshape([b, 1, h, hd]), rd, true);
         self.project_out(o)

@@ -82,9 +82,9 @@ impl<B: Backend> Compressor<B> {
                 .reshape([b, n * r, dm]),
         };
         let cd = self.wkv.d_out();
-        let mut kv = self.wkv.forward(xs.clone()).reshape([b, n, r, cd]);
+        let mut kv = self.wkv.forward_f32(xs.clone()).reshape([b, n, r, cd]);
         let ape = self.ape.val().reshape([1, 1, r, cd]);
-        let mut score = self.wgate.forward(xs).reshape([b, n, r, cd]) + ape;
+        let mut score = self.wgate.forward_f32(xs).reshape([b, n, r, cd]) + ape;
         if cd == 2 * d {
             // Overlap: candidates = previous block through channels [0, D) + own block through
             // [D, 2D); an entry with no previous block in its sample gets value 0, score −inf.

@@ -52,9 +52,16 @@ impl<B: Backend> Compressor<B> {
         let slot: Vec<usize> = pos.iter().map(|p| p % r).collect();
         let ape = self.ape.val().select(0, row_index::<B>(&slot, &device));
         let at: Vec<(usize, usize)> = slot.iter().enumerate().map(|(i, &s)| (i, s)).collect();
-        cache.block_kv = write_slots(cache.block_kv.clone(), &at, self.wkv.forward(xf.clone()));
-        cache.block_score =
-            write_slots(cache.block_score.clone(), &at, self.wgate.forward(xf) + ape);
+        cache.block_kv = write_slots(
+            cache.block_kv.clone(),
+            &at,
+            self.wkv.forward_f32(xf.clone()),
+        );
+        cache.block_score = write_slots(
+            cache.block_score.clone(),
+            &at,
+            self.wgate.forward_f32(xf) + ape,
+        );
         let emit: Vec<usize> = (0..b).filter(|&i| (pos[i] + 1).is_multiple_of(r)).collect();
         if emit.is_empty() {
             return;
@@ -115,14 +122,14 @@ impl<B: Backend> Compressor<B> {
         if let Some(entries) = self.forward_entries(x, &layout, freqs, kind, fake_quant) {
             cache.entries = entries;
         }
-        let kv = self.wkv.forward(x.clone());
+        let kv = self.wkv.forward_f32(x.clone());
         let place: Vec<usize> = (0..s).map(|p| p % r).collect();
         let ape = self
             .ape
             .val()
             .select(0, row_index::<B>(&place, &device))
             .unsqueeze_dim::<3>(0);
-        let score = self.wgate.forward(x.clone()) + ape;
+        let score = self.wgate.forward_f32(x.clone()) + ape;
         // Block `which(len)` of each row, slot by slot: (tokens, validity).
         let gather = |which: &dyn Fn(usize) -> Option<usize>, t: &Tensor<B, 3>, fill: f32| {
             let mut at = Vec::with_capacity(b * r);

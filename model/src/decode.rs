@@ -11,6 +11,7 @@ use crate::error::ModelError;
 use crate::kv_cache::{read_slots, LayerCache, ModelCache};
 use crate::model::V4Model;
 use crate::options::ForwardOptions;
+use crate::precision;
 use crate::rope::RopeTable;
 use crate::sample_layout::SampleLayout;
 use crate::token_ids::check_token_ids;
@@ -26,6 +27,7 @@ impl<B: Backend> Attention<B> {
         lengths: &[usize],
         opts: ForwardOptions,
     ) -> LayerCache<B> {
+        let _precision = precision::enter(opts.precision);
         let [b, s, _] = x.dims();
         let (rd, w) = (self.rope_dim, self.window);
         let device = x.device();

@@ -5,6 +5,7 @@
 
 use crate::expert_qat::fake_fp4_weight;
 use crate::linear::Linear;
+use crate::precision;
 use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};
@@ -56,7 +57,7 @@ impl<B: Backend> Expert<B> {
     ) -> Tensor<B, 2> {
         let lin = |l: &Linear<B>, x: Tensor<B, 2>| {
             if fp4 {
-                x.matmul(fake_fp4_weight(l.weight.val()))
+                precision::matmul(x, fake_fp4_weight(l.weight.val()))
             } else {
                 l.forward(x)
             }

@@ -16,6 +16,7 @@ use crate::compressor::{Compressor, CompressorKind};
 use crate::fake_quant::fake_fp4;
 use crate::hadamard::hadamard_rotate;
 use crate::linear::Linear;
+use crate::precision::MixedMatmul;
 use crate::rope::RopeTable;
 use crate::sample_layout::{EntryLayout, SampleLayout};
 use crate::util::gather_entries;
@@ -76,7 +77,7 @@ impl<B: Backend> IndexInputs<B> {
         let q = self.q.clone().slice_dim(1, rows.clone());
         let k = self.k.clone().slice_dim(1, cols);
         let dots =
-            relu(q.reshape([b, c * nh, hd]).matmul(k.swap_dims(1, 2))).reshape([b, c, nh, m]);
+            relu(q.reshape([b, c * nh, hd]).matmul_mixed(k.swap_dims(1, 2))).reshape([b, c, nh, m]);
         let w = self.w.clone().slice_dim(1, rows);
         (dots * w.unsqueeze_dim::<4>(3))
             .sum_dim(2)
@@ -214,7 +215,7 @@ impl<B: Backend> Indexer<B> {
                 .q
                 .clone()
                 .reshape([b * s, nh, hd])
-                .matmul(keys.swap_dims(1, 2)),
+                .matmul_mixed(keys.swap_dims(1, 2)),
         );
         (dots * inputs.w.clone().reshape([b * s, nh, 1]))
             .sum_dim(1)

@@ -1,6 +1,7 @@
 //! A bias-free linear projection. The weight is stored `[in, out]` (Burn's convention, so the
 //! forward is a plain matmul); checkpoints store `[out, in]` and are transposed on load/export.
 
+use crate::precision;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
@@ -44,16 +45,28 @@ impl<B: Backend> Linear<B> {
         self.weight.dims()[1]
     }
 
-    /// Applies the projection over the last dimension of `x`.
+    /// Applies the projection over the last dimension of `x`, at the current compute precision
+    /// ([`crate::precision`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.apply(x, precision::matmul)
+    }
+
+    /// [`Linear::forward`] always in f32: the projections the reference keeps in f32 (routers,
+    /// compressors, mHC mixes, the head).
+    pub fn forward_f32<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.apply(x, Tensor::matmul)
+    }
+
+    fn apply<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        mm: fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Tensor<B, D> {
         let w = self.weight.val();
-        if D == 2 {
-            return x.matmul(w.unsqueeze());
-        }
         // Flatten leading dims so the matmul is one 2-D GEMM.
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
-        let y = x.reshape([rows, dims[D - 1]]).matmul(w);
+        let y = mm(x.reshape([rows, dims[D - 1]]), w);
         let mut out = dims;
         out[D - 1] = self.d_out();
         y.reshape(out)

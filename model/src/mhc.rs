@@ -53,7 +53,7 @@ pub fn hc_mixes<B: Backend>(x: &Tensor<B, 4>, f: &Linear<B>, eps: f64) -> Tensor
     let [b, s, hc, d] = x.dims();
     let xf = x.clone().reshape([b, s, hc * d]);
     let ms = xf.clone().powi_scalar(2).mean_dim(2);
-    f.forward(xf) * ms.add_scalar(eps).sqrt().recip()
+    f.forward_f32(xf) * ms.add_scalar(eps).sqrt().recip()
 }
 
 /// `Σ_j pre_j · x_j`: `[b, s, hc] × [b, s, hc, d] → [b, s, d]`.

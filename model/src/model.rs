@@ -87,7 +87,7 @@ impl<B: Backend> V4Model<B> {
     /// Logits from final streams (main head path).
     pub fn logits(&self, streams: Tensor<B, 4>) -> Tensor<B, 3> {
         self.head
-            .forward(self.norm.forward(self.hc_head.forward(streams)))
+            .forward_f32(self.norm.forward(self.hc_head.forward(streams)))
     }
 
     /// MTP logits of block `k` from the streams of the previous depth (positions 0..s−1−k) and
@@ -120,7 +120,7 @@ impl<B: Backend> V4Model<B> {
         let next = ids.slice([0..b, k + 1..s]);
         let e = self.embed_tokens(next.clone());
         let (x, y, aux) = self.mtp[k].forward_samples(x, e, next, layout, opts);
-        (x, self.head.forward(y), aux)
+        (x, self.head.forward_f32(y), aux)
     }
 
     /// What follows the main blocks, from their final streams `x`: the logits and, when `mtp`,

@@ -10,6 +10,7 @@ use crate::config::ScoringFunc;
 pub use crate::expert::Expert;
 use crate::layer_aux::MoeAux;
 use crate::options::ForwardOptions;
+use crate::precision;
 use crate::routed_experts::RoutedExperts;
 use crate::router::{Router, Routing};
 use crate::sample_layout::SampleLayout;
@@ -60,6 +61,7 @@ impl<B: Backend> Moe<B> {
         layout: &SampleLayout<B>,
         opts: ForwardOptions,
     ) -> (Tensor<B, 3>, MoeAux<B>) {
+        let _precision = precision::enter(opts.precision);
         let [b, s, d] = x.dims();
         let n = b * s;
         let xf = x.reshape([n, d]);

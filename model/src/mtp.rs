@@ -9,6 +9,7 @@ use crate::linear::Linear;
 use crate::mhc::HcHead;
 use crate::norm::RmsNorm;
 use crate::options::ForwardOptions;
+use crate::precision;
 use crate::sample_layout::SampleLayout;
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Int, Tensor};
@@ -59,6 +60,7 @@ impl<B: Backend> MtpBlock<B> {
         layout: &SampleLayout<B>,
         opts: ForwardOptions,
     ) -> (Tensor<B, 4>, Tensor<B, 3>, LayerAux<B>) {
+        let _precision = precision::enter(opts.precision);
         let e = self.e_proj.forward(self.enorm.forward(next_embed));
         let h = self.h_proj.forward(self.hnorm.forward(streams));
         let x = h + e.unsqueeze_dim::<4>(2);

@@ -3,6 +3,8 @@
 //! losses to compute, and where FP8/FP4 fake quantization applies. The batch's sample layout
 //! (packed samples) travels separately, in [`crate::sample_layout::SampleLayout`].
 
+pub use crate::precision::Precision;
+
 /// How CSA layers choose compressed blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionMode {
@@ -32,6 +34,8 @@ pub struct ForwardOptions {
     /// Queries per chunk of the lightning indexer's score pass (0: automatic, within
     /// [`crate::indexer::CHUNK_BUDGET_BYTES`] of live scores). The result does not depend on it.
     pub indexer_chunk: usize,
+    /// Compute precision of the bf16-eligible matmuls ([`crate::precision`]).
+    pub precision: Precision,
 }
 
 impl Default for ForwardOptions {
@@ -43,6 +47,7 @@ impl Default for ForwardOptions {
             balance_loss: false,
             expert_fp4: false,
             indexer_chunk: 0,
+            precision: Precision::F32,
         }
     }
 }

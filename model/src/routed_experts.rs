@@ -13,6 +13,7 @@ use crate::dispatch::plan_rounds;
 use crate::expert::{swiglu, Expert};
 use crate::expert_qat::fake_fp4_stack;
 use crate::linear::Linear;
+use crate::precision;
 use crate::util::int_tensor_from;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
@@ -94,11 +95,7 @@ impl<B: Backend> RoutedExperts<B> {
         }
         let stack = |p: &Param<Tensor<B, 3>>| {
             let v = p.val();
-            if fp4 {
-                fake_fp4_stack(v)
-            } else {
-                v
-            }
+            precision::operand(if fp4 { fake_fp4_stack(v) } else { v })
         };
         let all = Weights {
             w1: stack(&self.w1),
@@ -134,11 +131,11 @@ impl<B: Backend> RoutedExperts<B> {
             let xs = xz.clone().select(0, token.clone()).reshape([e, r.cap, d]);
             let ws = wz.clone().select(0, pair).reshape([e, r.cap, 1]);
             let h = swiglu(
-                xs.clone().matmul(wts.w1.clone()),
-                xs.matmul(wts.w3.clone()),
+                precision::matmul(xs.clone(), wts.w1.clone()),
+                precision::matmul(xs, wts.w3.clone()),
                 limit,
             ) * ws;
-            outs.push(h.matmul(wts.w2.clone()).reshape([m, d]));
+            outs.push(precision::matmul(h, wts.w2.clone()).reshape([m, d]));
             dest.push(token);
         }
         let y = Tensor::zeros([n + 1, d], (&device, dtype)).select_assign(

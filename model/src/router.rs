@@ -43,7 +43,7 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 impl<B: Backend> Router<B> {
     /// Scores `[N, E]` of tokens `x` `[N, d]`.
     pub fn scores(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let logits = self.weight.forward(x);
+        let logits = self.weight.forward_f32(x);
         match self.scoring {
             ScoringFunc::Sqrtsoftplus => softplus(logits).sqrt(),
             ScoringFunc::Sigmoid => sigmoid(logits),

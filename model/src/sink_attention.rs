@@ -9,6 +9,7 @@
 //! the dense warm-up), or only the entries each query attends gathered per query
 //! ([`SelectedKeys`]: sparse CSA, O(s · k) — the indexer's top-k, never an `[s, n]` tensor).
 
+use crate::precision::MixedMatmul;
 use crate::util::gather_entries;
 use crate::window::Window;
 use burn::tensor::activation::softmax;
@@ -58,11 +59,13 @@ impl<B: Backend> Extra<B> {
         let m = self.width();
         let (z, mask) = match self {
             Extra::Dense(kv, vis) => (
-                q.reshape([b, s * h, d]).matmul(kv.clone().swap_dims(1, 2)),
+                q.reshape([b, s * h, d])
+                    .matmul_mixed(kv.clone().swap_dims(1, 2)),
                 vis,
             ),
             Extra::Gathered(kv, valid) => (
-                q.reshape([b * s, h, d]).matmul(kv.clone().swap_dims(1, 2)),
+                q.reshape([b * s, h, d])
+                    .matmul_mixed(kv.clone().swap_dims(1, 2)),
                 valid,
             ),
         };
@@ -79,13 +82,13 @@ impl<B: Backend> Extra<B> {
             Extra::Dense(kv, _) => {
                 let d = kv.dims()[2];
                 p.reshape([b, s * h, m])
-                    .matmul(kv.clone())
+                    .matmul_mixed(kv.clone())
                     .reshape([b, s, h, d])
             }
             Extra::Gathered(kv, _) => {
                 let d = kv.dims()[2];
                 p.reshape([b * s, h, m])
-                    .matmul(kv.clone())
+                    .matmul_mixed(kv.clone())
                     .reshape([b, s, h, d])
             }
         }
@@ -167,7 +170,7 @@ fn attend<B: Backend>(
     };
     let sw = qp
         .reshape([b, nc, w * h, d])
-        .matmul(kvc.clone().swap_dims(2, 3))
+        .matmul_mixed(kvc.clone().swap_dims(2, 3))
         .mul_scalar(scale)
         .reshape([b, nc, w, h, k]);
     let valid = keys.mask.expand([b, nc, w, h, k]);
@@ -193,7 +196,7 @@ fn attend<B: Backend>(
     };
     let ow = pw
         .reshape([b, nc, w * h, k])
-        .matmul(kvc)
+        .matmul_mixed(kvc)
         .reshape([b, sp, h, d])
         .slice_dim(1, 0..s);
     match extra {

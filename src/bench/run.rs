@@ -85,7 +85,7 @@ pub fn bench<B: AutodiffBackend>(
     device: &B::Device,
     peak_memory: impl Fn() -> Option<(u64, String)>,
 ) -> Result<BenchReport> {
-    check_dtype(recipe)?;
+    check_dtype::<B>(recipe, device)?;
     let cfg = recipe.model.resolve().context("[model]")?;
     let mut data = BatchSource::open(recipe, &cfg, None)?;
     let model = match &recipe.model.source {

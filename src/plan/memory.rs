@@ -36,7 +36,7 @@ use std::fmt;
 
 use super::activations::{activations, Activations};
 use super::params::{param_bytes, ParamBytes};
-use crate::recipe::{DataSource, Recipe};
+use crate::recipe::{DataSource, Dtype, Recipe};
 use v4_model::ModelConfig;
 
 /// The binary, its libraries, thread stacks and the allocator's own structures: 21 MB resident
@@ -74,7 +74,7 @@ pub struct MemoryEstimate {
     /// (frozen and not-differentiated parameters have none).
     pub optimizer: u64,
     /// What autodiff keeps for one micro-batch at the backward peak, with the output head's
-    /// `[T, V]` transients ([`Activations`]).
+    /// `[T, V]` transients ([`Activations`]) and, in bf16, the bf16 weight copies.
     pub activations: u64,
     /// Process, tokenizer / data pipeline and allocator slack.
     pub runtime: u64,
@@ -192,11 +192,18 @@ fn checkpoint_copies(p: &ParamBytes) -> u64 {
 pub fn estimate_training(cfg: &ModelConfig, recipe: &Recipe) -> MemoryEstimate {
     let p = param_bytes(cfg, recipe);
     let act = activations(cfg, recipe);
+    // bf16 compute keeps a bf16 copy of every weight it multiplies for backward (the f32
+    // path keeps the parameter itself); its halved matmul operands are not counted, so the
+    // estimate stays on the safe side there.
+    let bf16_copies = match recipe.train.dtype {
+        Dtype::F32 => 0,
+        Dtype::Bf16 => p.weights / 2,
+    };
     MemoryEstimate {
         weights: p.weights,
         gradients: p.gradients,
         optimizer: p.optimizer,
-        activations: act.total(),
+        activations: act.total().saturating_add(bf16_copies),
         runtime: runtime(recipe, &act),
         checkpoint: checkpoint_copies(&p),
     }

@@ -5,12 +5,12 @@
 //! (0.3, then 0.1 from the start of LR decay). The model computes the per-layer terms
 //! ([`LayerAux`]); this module weighs them, accumulates loads over micro-batches, and freezes.
 
-use crate::recipe::{Attention, Freeze, Recipe};
+use crate::recipe::{Attention, Dtype, Freeze, Recipe};
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use std::collections::HashSet;
-use v4_model::{load_ratios, AttentionMode, ForwardOptions, LayerAux, V4Model};
+use v4_model::{load_ratios, AttentionMode, ForwardOptions, LayerAux, Precision, V4Model};
 
 /// Forward switches of a training step under `recipe`.
 pub fn forward_options(recipe: &Recipe) -> ForwardOptions {
@@ -24,6 +24,10 @@ pub fn forward_options(recipe: &Recipe) -> ForwardOptions {
         balance_loss: recipe.loss.balance_alpha > 0.0,
         expert_fp4: recipe.train.expert_fp4_qat,
         indexer_chunk: recipe.train.indexer_chunk,
+        precision: match recipe.train.dtype {
+            Dtype::F32 => Precision::F32,
+            Dtype::Bf16 => Precision::Bf16,
+        },
     }
 }
 

@@ -17,7 +17,8 @@ use super::step_log::StepLog;
 use crate::metrics::{MetricsJsonl, TensorBoardWriter};
 use crate::recipe::{Dtype, ModelSource, NanPolicy, Recipe};
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::DType;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,10 +99,13 @@ pub fn run<B: AutodiffBackend>(
     })
 }
 
-/// Fails for a `[train] dtype` the trainer cannot run (bf16 mixed precision: not yet).
-pub fn check_dtype(recipe: &Recipe) -> Result<()> {
-    if recipe.train.dtype == Dtype::Bf16 {
-        bail!("[train] dtype = \"bf16\": mixed-precision training is not implemented yet; use \"f32\"");
+/// Fails for a `[train] dtype` the backend cannot compute in on `device`.
+pub fn check_dtype<B: Backend>(recipe: &Recipe, device: &B::Device) -> Result<()> {
+    if recipe.train.dtype == Dtype::Bf16 && !B::supports_dtype(device, DType::BF16) {
+        bail!(
+            "[train] dtype = \"bf16\": this backend/device ({device:?}) has no bf16 arithmetic; \
+             use \"f32\""
+        );
     }
     Ok(())
 }
@@ -131,7 +135,7 @@ fn setup<B: AutodiffBackend>(
             ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
             ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
         })?;
-    check_dtype(recipe)?;
+    check_dtype::<B>(recipe, device)?;
     let run_dir = RunDir::open(&recipe.checkpoint.dir)?;
     let start = run_dir.start(&recipe.checkpoint.resume, opts.overwrite)?;
     let (jsonl_path, tb_path) = (

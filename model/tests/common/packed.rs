@@ -54,6 +54,7 @@ pub fn opts(mode: AttentionMode) -> ForwardOptions {
         expert_fp4: false,
         // small chunks: the indexer's chunked score pass crosses sample boundaries
         indexer_chunk: 7,
+        ..ForwardOptions::default()
     }
 }
 
