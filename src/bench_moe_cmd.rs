@@ -62,8 +62,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the benchmark on `device`.
-pub fn run<B: Backend>(a: &BenchMoeArgs, device: &B::Device) -> Result<()> {
+/// Runs the benchmark on `device`; `cpu`: Newton–Schulz uses the host threads.
+pub fn run<B: Backend>(a: &BenchMoeArgs, cpu: bool, device: &B::Device) -> Result<()> {
     let cfg = layer_config(a)?;
     let mut model = V4Model::<AD<B>>::init(&cfg, 0, device)?;
     let x =
@@ -98,6 +98,9 @@ pub fn run<B: Backend>(a: &BenchMoeArgs, device: &B::Device) -> Result<()> {
         }
     });
     let mut optimizer = V4Optimizer::<B>::new(&OptimConfig::default())?;
+    if cpu {
+        optimizer.set_ns_threads(rayon::current_num_threads());
+    }
     let mut muon = Vec::new();
     for i in 0..a.warmup + a.iters.max(1) {
         let all = GradientsParams::from_grads(fwd_bwd(&model), &model);

@@ -194,7 +194,11 @@ fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
             with_backend!(device, |B, dev| bench_decode_cmd::run::<B>(a, &dev))
         }
         Command::Bench(BenchCommand::Moe(a)) => {
-            with_backend!(device, |B, dev| bench_moe_cmd::run::<B>(a, &dev))
+            with_backend!(device, |B, dev| bench_moe_cmd::run::<B>(
+                a,
+                device == DeviceKind::Cpu,
+                &dev
+            ))
         }
         Command::Bench(BenchCommand::Recipe(argv)) => Err(anyhow::anyhow!(
             "unrecognized benchmark {:?}",

@@ -63,20 +63,32 @@ fn bench_of_the_tiny_recipe_reports_json() {
 }
 
 #[test]
-fn bench_rejects_a_bad_peak_and_bf16() {
+fn bench_rejects_a_bad_peak() {
     let o = v4train(&["bench", "recipes/tiny-pretrain.toml", "--peak-tflops", "0"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("positive number of TFLOP/s"));
-    // Not benchmarked as f32 under a bf16 label: rejected like `train` rejects it.
+}
+
+#[test]
+fn bench_runs_in_bf16_and_says_so() {
     let o = v4train(&[
         "bench",
         "recipes/tiny-pretrain.toml",
         "--set",
+        "train.seq_len=64",
+        "--set",
         "train.dtype=bf16",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--json",
     ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("[train] dtype = \"bf16\""), "{err}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["dtype"], "bf16");
+    assert!(r["loss"].as_f64().unwrap().is_finite());
 }
 
 #[test]

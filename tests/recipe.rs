@@ -99,7 +99,7 @@ fn full_ft_parses_and_validates() {
     assert_eq!(data.seq_len, r.train.seq_len, "inherited from [train]");
     assert_eq!(data.batch_size, r.train.micro_batch);
     assert_eq!(data.sources[0].field, "messages");
-    assert_eq!(r.train.dtype, Dtype::F32);
+    assert_eq!(r.train.dtype, Dtype::Bf16);
     assert!(r.train.expert_fp4_qat && r.train.fake_quant);
     assert_eq!(r.schedule.peak_lr, 2.7e-5);
     assert_eq!(r.schedule.total_steps, r.train.steps);

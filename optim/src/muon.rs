@@ -13,7 +13,7 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{OptimError, Result};
-use crate::newton_schulz::{orthogonalize_in, NsSchedule, NsStage};
+use crate::newton_schulz::{orthogonalize_par, NsSchedule, NsStage};
 
 /// Which published Muon recipe supplies the defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,10 @@ pub struct MuonSettings {
     pub weight_decay: f64,
     /// Newton–Schulz in bf16.
     pub ns_bf16: bool,
+    /// Host threads that orthogonalise a stack's matrices in parallel (CPU backends, whose
+    /// kernels run on the calling thread; [`crate::newton_schulz::newton_schulz_par`]). 1: one
+    /// batched call, the choice for a GPU. Not a recipe key: the trainer sets it per device.
+    pub ns_threads: usize,
 }
 
 impl MuonSettings {
@@ -133,6 +137,7 @@ impl MuonSettings {
             scale,
             weight_decay: wd,
             ns_bf16: false,
+            ns_threads: 1,
         }
     }
 }
@@ -235,7 +240,7 @@ pub fn muon_update<B: Backend, const D: usize>(
         momentum.clone()
     };
     let iter_dtype = if s.ns_bf16 { DType::BF16 } else { u.dtype() };
-    let o = orthogonalize_in(u, &s.schedule, iter_dtype)?;
+    let o = orthogonalize_par(u, &s.schedule, iter_dtype, s.ns_threads)?;
     let dims = param.dims();
     let factor = s.scale.factor(dims[D - 2], dims[D - 1]);
     let param = param.mul_scalar(1.0 - lr * weight_decay) - o.mul_scalar(lr * factor);

@@ -8,6 +8,7 @@
 //! batched matmuls and a Frobenius norm per matrix.
 
 use burn::tensor::{backend::Backend, DType, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{OptimError, Result};
@@ -118,6 +119,34 @@ pub fn newton_schulz_in<B: Backend>(
     }
 }
 
+/// Bytes of one task of [`newton_schulz_par`]: a batch this small stays in a core's cache
+/// through all iterations (a long batch streams through it every matmul).
+const TASK_BYTES: usize = 256 * 1024;
+
+/// [`newton_schulz_in`] with the stack's matrices split into cache-sized batches that `threads`
+/// host threads (the rayon pool) orthogonalise in parallel, for CPU backends, whose kernels run
+/// on the calling thread. Each matrix is computed exactly as in the one batched call (the
+/// matrices never mix), so the result is bit-identical; `threads <= 1` is that call (the right
+/// choice on a GPU).
+pub fn newton_schulz_par<B: Backend>(
+    u: Tensor<B, 3>,
+    schedule: &NsSchedule,
+    iter_dtype: DType,
+    threads: usize,
+) -> Tensor<B, 3> {
+    let [e, n, m] = u.dims();
+    if threads <= 1 || e < 2 {
+        return newton_schulz_in(u, schedule, iter_dtype);
+    }
+    let per = (TASK_BYTES / (4 * n * m).max(1)).clamp(1, e.div_ceil(threads));
+    let parts: Vec<Tensor<B, 3>> = u
+        .split(per, 0)
+        .into_par_iter()
+        .map(|c| newton_schulz_in(c, schedule, iter_dtype))
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
 /// Orthogonalises a matrix (`D = 2`) or a stack of matrices (`D = 3`).
 pub fn orthogonalize<B: Backend, const D: usize>(
     u: Tensor<B, D>,
@@ -133,11 +162,21 @@ pub fn orthogonalize_in<B: Backend, const D: usize>(
     schedule: &NsSchedule,
     iter_dtype: DType,
 ) -> Result<Tensor<B, D>> {
+    orthogonalize_par(u, schedule, iter_dtype, 1)
+}
+
+/// [`orthogonalize_in`] on `threads` host threads ([`newton_schulz_par`]).
+pub fn orthogonalize_par<B: Backend, const D: usize>(
+    u: Tensor<B, D>,
+    schedule: &NsSchedule,
+    iter_dtype: DType,
+    threads: usize,
+) -> Result<Tensor<B, D>> {
     let dims = u.dims();
     let stacked: Tensor<B, 3> = match D {
         2 => u.reshape([1, dims[0], dims[1]]),
         3 => u.reshape([dims[0], dims[1], dims[2]]),
         _ => return Err(OptimError::NotAMatrix(D)),
     };
-    Ok(newton_schulz_in(stacked, schedule, iter_dtype).reshape(dims))
+    Ok(newton_schulz_par(stacked, schedule, iter_dtype, threads).reshape(dims))
 }

@@ -82,6 +82,12 @@ impl<B: Backend> V4Optimizer<B> {
         Ok(Self::with_settings(cfg.resolve()?))
     }
 
+    /// Orthogonalises Muon's matrix stacks on `threads` host threads (CPU backends; see
+    /// [`crate::muon::MuonSettings::ns_threads`]).
+    pub fn set_ns_threads(&mut self, threads: usize) {
+        self.settings.muon.ns_threads = threads.max(1);
+    }
+
     /// Builds the optimizer from resolved settings.
     pub fn with_settings(settings: OptimSettings) -> Self {
         Self {

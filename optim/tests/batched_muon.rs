@@ -1,7 +1,8 @@
 //! Batched Muon over stacked experts (training spec §2.3: "each expert is its own matrix",
 //! §3.4.1: same-shape matrices batched for Newton–Schulz): three steps on an `[E, n, m]` stack
 //! equal three steps on each of its `E` matrices alone — bit for bit in f64, within 1e-6
-//! relative in f32 — for wide and tall experts.
+//! relative in f32 — for wide and tall experts; splitting the stack over host threads changes
+//! no bit.
 
 mod common;
 
@@ -57,5 +58,39 @@ fn stacked_experts_match_each_alone_in_f32() {
         let err = stacked_vs_alone(e, n, m, DType::F32);
         println!("[{e}, {n}, {m}] f32: max relative difference {err:e}");
         assert!(err <= 1e-6, "[{e}, {n}, {m}] f32: {err:e}");
+    }
+}
+
+/// Three steps on `[e, n, m]` with Newton–Schulz split over `threads` host threads.
+fn threaded(e: usize, n: usize, m: usize, dtype: DType, threads: usize) -> Vec<f64> {
+    let mut opt = V4Optimizer::<B>::new(&OptimConfig::default()).expect("config");
+    opt.set_ns_threads(threads);
+    let mut w: Tensor<B, 3> = tensor(&[e, n, m], &gaussian(e * n * m, 2), dtype);
+    for step in 0..3u64 {
+        let g = tensor(&[e, n, m], &gaussian(e * n * m, 200 + step), dtype);
+        w = opt
+            .step("layers.0.ffn.experts.w1", w, g, 0.02)
+            .expect("step");
+    }
+    host(w)
+}
+
+#[test]
+fn threaded_newton_schulz_is_bit_identical_to_one_batched_call() {
+    for dtype in [DType::F32, DType::F64] {
+        for (e, n, m) in [(16, 24, 40), (37, 40, 24), (256, 8, 8)] {
+            let one = threaded(e, n, m, dtype, 1);
+            for threads in [2, 3] {
+                let split = threaded(e, n, m, dtype, threads);
+                let same = one
+                    .iter()
+                    .zip(&split)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "[{e}, {n}, {m}] {dtype:?} on {threads} threads differs"
+                );
+            }
+        }
     }
 }

@@ -99,6 +99,9 @@ pub fn bench<B: AutodiffBackend>(
     };
     let (mut model, _) = freeze_params(model, recipe.train.freeze);
     let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
+    if opts.device_name == "cpu" {
+        optimizer.set_ns_threads(rayon::current_num_threads());
+    }
     let schedule = LrSchedule::new(recipe.schedule.clone())?;
     let step_cfg = StepConfig {
         recipe,

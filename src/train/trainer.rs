@@ -174,6 +174,9 @@ fn setup<B: AutodiffBackend>(
         return Ok(None);
     }
     let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
+    if !opts.gpu {
+        optimizer.set_ns_threads(rayon::current_num_threads());
+    }
     let model = match (resume_from, &recipe.model.source) {
         (Some(path), _) => {
             let model = load_model::<B>(&cfg, path, device)?;
