@@ -23,8 +23,9 @@ pub struct GlobalArgs {
     /// Compute device [default: cpu].
     #[arg(long, value_enum, global = true)]
     pub device: Option<DeviceKind>,
-    /// CPU worker threads of the rayon pool: tokenization and data loading (the model's CPU
-    /// kernels run on the calling thread) [default: one per core].
+    /// CPU worker threads of the rayon pool: tokenization, data loading and, on the CPU, Muon's
+    /// Newton–Schulz (the model's other CPU kernels run on the calling thread) [default: one
+    /// per core].
     #[arg(
         long,
         value_name = "N",

@@ -70,7 +70,7 @@ const MEASURED: &[(&str, &[&str], u64)] = &[
             "train.freeze=\"all-but-indexer\"",
             "train.attention=\"dense\"",
         ],
-        828_552,
+        826_800,
     ),
     (
         "recipes/tiny-pretrain.toml",
@@ -90,7 +90,7 @@ const MEASURED: &[(&str, &[&str], u64)] = &[
     (
         "recipes/tiny-pretrain.toml",
         &["train.seq_len=1024", "train.attention=\"dense\""],
-        576_148,
+        437_368,
     ),
     (
         "recipes/tiny-pretrain.toml",
@@ -156,9 +156,10 @@ fn dense_csa_activations_grow_faster_than_seq_len_and_sparse_ones_do_not() {
         ]);
         token_bytes(&cfg, &r)
     };
-    let (a1, a2, a4) = (at(1024, "dense"), at(2048, "dense"), at(4096, "dense"));
-    // dense: the compressed-entry and indexer scores are [T, heads, T/4]: quadratic
-    assert!(a2 / a1 > 2.2 && a4 / a2 > a2 / a1, "{a1} {a2} {a4}");
+    let (a4, a8, a16) = (at(4096, "dense"), at(8192, "dense"), at(16384, "dense"));
+    // dense: the attention's compressed-entry scores are [T, heads, T/4]: quadratic (the
+    // indexer's KL runs in chunks of bounded size, reached from 4K on here)
+    assert!(a8 / a4 > 2.2 && a16 / a8 > a8 / a4, "{a4} {a8} {a16}");
     // …and the quadratic part dominates at long sequences (close to 4× per doubling)
     assert!(at(65536, "dense") / at(32768, "dense") > 3.5);
     // sparse: window + top-k per query, the indexer's KL over the k chosen: about linear (HCA

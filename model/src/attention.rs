@@ -11,8 +11,9 @@
 //! probabilities of the k with the indexer's scores of the same k.
 
 use crate::compressor::{quantize_kv, Compressor, CompressorKind};
-use crate::indexer::Indexer;
+use crate::indexer::{IndexInputs, Indexer};
 use crate::indexer_loss::{indexer_kl, teacher};
+use crate::indexer_loss_dense::dense_indexer_kl;
 use crate::linear::Linear;
 use crate::norm::{rms_normalize, RmsNorm};
 use crate::options::{AttentionMode, ForwardOptions};
@@ -29,10 +30,16 @@ use burn::tensor::{backend::Backend, Bool, Tensor};
 enum Keys<B: Backend> {
     /// Window-only layer, or no complete block yet.
     None,
-    /// Every visible entry (HCA; CSA in dense mode), with the student `[b, s, n]`.
-    Dense(CompressedKeys<B>, Option<Tensor<B, 3>>),
+    /// Every visible entry (HCA; CSA in dense mode), with the student: the indexer's inputs
+    /// and the queries per chunk of its KL ([`dense_indexer_kl`]).
+    Dense(CompressedKeys<B>, Option<(IndexInputs<B>, usize)>),
     /// The indexer's top-k per query (sparse CSA), with the student `[b, s, k]`.
     Selected(SelectedKeys<B>, Option<Tensor<B, 3>>),
+}
+
+/// The layout's counted queries `[b, s]` (`None`: all of them).
+fn counted<B: Backend>(layout: &SampleLayout<B>) -> Option<Tensor<B, 2>> {
+    (!layout.all_counted()).then(|| layout.counted_tensor())
 }
 
 /// `layers.N.attn`.
@@ -126,7 +133,10 @@ impl<B: Backend> Attention<B> {
             Keys::Dense(keys, student) => {
                 let want = student.is_some();
                 let (o, p) = sink_attention_probs(q, kv, Some(&keys), sink, scale, window, want);
-                (o, Self::kl(p, student, keys.visible, layout))
+                let loss = student.zip(p).map(|((inputs, rows), p)| {
+                    dense_indexer_kl(&inputs, teacher(p), keys.visible, counted(layout), rows)
+                });
+                (o, loss)
             }
             Keys::Selected(keys, student) => {
                 let want = student.is_some();
@@ -148,8 +158,12 @@ impl<B: Backend> Attention<B> {
         candidates: Tensor<B, 3, Bool>,
         layout: &SampleLayout<B>,
     ) -> Option<Tensor<B, 1>> {
-        let counted = (!layout.all_counted()).then(|| layout.counted_tensor());
-        Some(indexer_kl(teacher(probs?), student?, candidates, counted))
+        Some(indexer_kl(
+            teacher(probs?),
+            student?,
+            candidates,
+            counted(layout),
+        ))
     }
 
     /// The compressed keys the attention sees (for CSA in sparse mode: the indexer's top-k of
@@ -197,8 +211,9 @@ impl<B: Backend> Attention<B> {
             return dense(None);
         };
         if !sparse {
-            let [_, s, _] = x.dims();
-            return dense(Some(inputs.score_block(0..s, 0..entries.n)));
+            let [b, s, _] = x.dims();
+            let rows = ix.chunk_rows(b, s, entries.n, opts.indexer_chunk);
+            return dense(Some((inputs, rows)));
         }
         let chosen = ix.select_top_k(&inputs.detach(), &entries, opts.indexer_chunk);
         let student = with_loss.then(|| Indexer::scores_at(&inputs, &chosen));

@@ -9,7 +9,7 @@ use crate::compressor::{quantize_kv, CompressorKind};
 use crate::compressor_decode::complete_entries;
 use crate::fake_quant::fake_fp4;
 use crate::hadamard::{hadamard_matrix, hadamard_rotate};
-use crate::indexer::Indexer;
+use crate::indexer::{head_sum, Indexer};
 use crate::kv_cache::{write_slots, CompressorCache, LayerCache};
 use crate::norm::rms_normalize;
 use crate::options::{AttentionMode, ForwardOptions};
@@ -44,13 +44,13 @@ impl<B: Backend> Indexer<B> {
             .weights_proj
             .forward(x.clone())
             .mul_scalar((hd as f64).powf(-0.5) * (nh as f64).powf(-0.5))
-            .reshape([b, nh, 1]);
+            .reshape([b, 1, nh]);
         let n = cache.entries.dims()[1];
         let dots = relu(
             q.reshape([b, nh, hd])
                 .matmul_mixed(cache.entries.clone().swap_dims(1, 2)),
         );
-        (dots * w).sum_dim(1).reshape([b, n])
+        head_sum(w, dots).reshape([b, n])
     }
 }
 

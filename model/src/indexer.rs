@@ -76,13 +76,21 @@ impl<B: Backend> IndexInputs<B> {
         let (c, m) = (rows.len(), cols.len());
         let q = self.q.clone().slice_dim(1, rows.clone());
         let k = self.k.clone().slice_dim(1, cols);
-        let dots =
-            relu(q.reshape([b, c * nh, hd]).matmul_mixed(k.swap_dims(1, 2))).reshape([b, c, nh, m]);
-        let w = self.w.clone().slice_dim(1, rows);
-        (dots * w.unsqueeze_dim::<4>(3))
-            .sum_dim(2)
-            .reshape([b, c, m])
+        let dots = relu(q.reshape([b, c * nh, hd]).matmul_mixed(k.swap_dims(1, 2))).reshape([
+            b * c,
+            nh,
+            m,
+        ]);
+        let w = self.w.clone().slice_dim(1, rows).reshape([b * c, 1, nh]);
+        head_sum(w, dots).reshape([b, c, m])
     }
+}
+
+/// `Σ_h w_h · dots_h` per query: weights `[q, 1, H]`, per-head scores `[q, H, m]` → `[q, 1, m]`,
+/// as one batched matmul (contiguous; a broadcast multiply and a sum over a middle dimension
+/// cost several times more on CPU, and this is the quadratic pass). Always f32.
+pub(crate) fn head_sum<B: Backend>(w: Tensor<B, 3>, dots: Tensor<B, 3>) -> Tensor<B, 3> {
+    w.matmul(dots)
 }
 
 /// The entries each query attends: the indexer's top-k among those it sees.
@@ -217,9 +225,7 @@ impl<B: Backend> Indexer<B> {
                 .reshape([b * s, nh, hd])
                 .matmul_mixed(keys.swap_dims(1, 2)),
         );
-        (dots * inputs.w.clone().reshape([b * s, nh, 1]))
-            .sum_dim(1)
-            .reshape([b, s, k])
+        head_sum(inputs.w.clone().reshape([b * s, 1, nh]), dots).reshape([b, s, k])
     }
 
     /// Top-k selection `[b, s, n]` among the visible blocks (`visible` `[b, s, n]`) as a mask.

@@ -44,7 +44,7 @@ use burn::tensor::{backend::Backend, Bool, Tensor};
 
 /// Logit given to non-candidate entries before the student's log-softmax: finite, so a row
 /// without candidates stays finite (it is excluded anyway) and `exp` still gives exactly 0.
-const EXCLUDED_LOGIT: f32 = -1.0e30;
+pub(crate) const EXCLUDED_LOGIT: f32 = -1.0e30;
 
 /// Teacher `[b, s, n]` from the attention's compressed-entry probabilities `P` `[b, s, H, n]`
 /// (full softmax, 0 where not attended): summed over heads and L1-normalised over the entries;

@@ -19,6 +19,7 @@ pub mod fake_quant;
 pub mod hadamard;
 pub mod indexer;
 pub mod indexer_loss;
+pub mod indexer_loss_dense;
 pub mod init;
 pub mod inventory;
 pub mod kv_cache;

@@ -121,7 +121,7 @@ pub fn newton_schulz_in<B: Backend>(
 
 /// Bytes of one task of [`newton_schulz_par`]: a batch this small stays in a core's cache
 /// through all iterations (a long batch streams through it every matmul).
-const TASK_BYTES: usize = 256 * 1024;
+const TASK_BYTES: usize = 64 * 1024;
 
 /// [`newton_schulz_in`] with the stack's matrices split into cache-sized batches that `threads`
 /// host threads (the rayon pool) orthogonalise in parallel, for CPU backends, whose kernels run

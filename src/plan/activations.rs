@@ -32,9 +32,10 @@
 //! | top layer CSA, no MTP, dense, seq 2048 (the softmax-backward peak) | 225.8 | 233.9 |
 //! | freeze all-but-indexer, dense, seq 1024 (the indexer-backward peak) | 159.7 | 152.2 |
 //!
-//! (Measured on the dense CSA path. The sparse path — the top-k entries gathered per query, the
-//! indexer's KL over them, its chunked top-k pass — and block recomputation are counted from
-//! their code and checked through peak RSS: the table in [`mod@super::memory`].)
+//! (Measured on the dense CSA path before its indexer KL ran in chunks. The sparse path — the
+//! top-k entries gathered per query, the indexer's KL over them, its chunked top-k pass — the
+//! chunked dense KL and block recomputation are counted from their code and checked through
+//! peak RSS: the table in [`mod@super::memory`].)
 
 use crate::recipe::{ActivationCheckpointing, Attention, Freeze, Recipe};
 use v4_model::indexer::CHUNK_BUDGET_BYTES;
@@ -310,14 +311,8 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
     if selected {
         // The top-k pass holds three `[b, rows, ih, n]` score tensors of one chunk of queries
         // (`Indexer::chunk_rows`).
-        let ih = cfg.index_n_heads;
         let entries = s / 4;
-        let rows = if f.indexer_chunk > 0 {
-            f.indexer_chunk
-        } else {
-            CHUNK_BUDGET_BYTES / (12 * f.b as usize * ih * entries).max(1)
-        };
-        chunk = 3.0 * b * (rows.clamp(1, s.max(1)) * ih * entries) as f64;
+        chunk = 3.0 * b * (chunk_rows(f, cfg, s, entries) * cfg.index_n_heads * entries) as f64;
         // Sparse: the top-k is chosen chunk by chunk without autodiff (its live scores are a
         // forward transient within the chunk budget); only the KL records anything: the
         // indexer's compressor, queries `[T, ih·ihd]`, head weights `[T, ih]`, the gathered
@@ -335,17 +330,21 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
             saved += indexer;
         }
     } else if ratio == 4 && indexer_runs(f, s) {
+        // Dense stage: the indexer runs only for its KL loss (`indexer_loss_dense`), a chunk
+        // of queries at a time with its gradients computed in the forward and injected. It
+        // keeps its compressor, its inputs — queries `[T, ih·ihd]`, head weights `[T, ih]`,
+        // keys `[n, ihd]` — and their injected gradients of the same shapes (kept by the
+        // surrogate's products), and while the loss is computed the teacher and the candidate
+        // mask `[T, n]`; a chunk's three live `[b, rows, ih, n]` score tensors (products,
+        // ReLU, gradient mask) are a transient.
         let (ih, ihd) = (cfg.index_n_heads as f64, cfg.index_head_dim as f64);
-        let n = (s / 4) as f64;
-        let scores = t * ih * n;
-        indexer = compressor(f, d, s, 4, ihd) + t * (ih * ihd + ih) + 2.0 * scores;
-        // Without its loss the indexer has no backward (its graph is never reached).
-        indexer_scores = if f.indexer_loss { scores } else { 0.0 };
-        if f.indexer_loss {
-            // KL loss: candidate mask `[T, n]` (bool), the student's shifted scores and the
-            // teacher (kept by `p · (log p − log q)`) `[T, n]` each, a few per-query scalars.
-            indexer += t * (n * (2.0 + BOOL) + 4.0);
-        }
+        let entries = s / 4;
+        let n = entries as f64;
+        indexer = compressor(f, d, s, 4, ihd)
+            + 2.0 * t * (ih * ihd + ih)
+            + 2.0 * b * n * ihd
+            + t * n * (1.0 + BOOL);
+        chunk = 3.0 * b * (chunk_rows(f, cfg, s, entries) * cfg.index_n_heads * entries) as f64;
         saved += indexer;
     }
 
@@ -422,6 +421,16 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
 
 /// Whether the lightning indexer of a CSA block over `s` positions runs: it needs a complete
 /// compressed block, and it runs for the sparse selection or for its KL loss.
+/// Queries per chunk of the indexer's passes over `entries` (`Indexer::chunk_rows`).
+fn chunk_rows(f: &Forward, cfg: &ModelConfig, s: usize, entries: usize) -> usize {
+    let rows = if f.indexer_chunk > 0 {
+        f.indexer_chunk
+    } else {
+        CHUNK_BUDGET_BYTES / (12 * f.b as usize * cfg.index_n_heads * entries).max(1)
+    };
+    rows.clamp(1, s.max(1))
+}
+
 fn indexer_runs(f: &Forward, s: usize) -> bool {
     s >= 4 && (f.sparse || f.indexer_loss)
 }
