@@ -1,13 +1,14 @@
 //! Activation checkpointing per block (`[train] activation_checkpointing = "block"`, f64): the
 //! gradients of the V4 objective (next-token CE, MTP CE, indexer KL, balance loss) computed by
 //! recomputing one block at a time equal those of one backward pass over the whole graph, for
-//! every parameter, on a row of packed samples with sparse CSA, HCA and MTP.
+//! every parameter, on a row of packed samples with sparse CSA, HCA and MTP, in f32 and in bf16
+//! mixed precision.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{FloatDType, Int, IntDType, Tensor, TensorData};
-use v4_model::{LayerAux, SampleBounds, SampleLayout, V4Model};
+use v4_model::{ForwardOptions, LayerAux, Precision, SampleBounds, SampleLayout, V4Model};
 use v4train::recipe::Recipe;
 use v4train::train::loss::cross_entropy;
 use v4train::train::objectives::{aux_loss, forward_options};
@@ -84,37 +85,41 @@ fn block_recomputation_gives_the_gradients_of_the_whole_graph() {
         None => a,
     };
 
-    let out = model.forward_samples(ids(0), &layout, opts, false, true);
-    let loss = plus(heads(out.logits, &out.mtp_logits), side(&out.aux));
-    let whole = GradientsParams::from_grads(loss.backward(), &model);
+    // In f32 and in bf16 mixed precision (the recomputed forward enters the same precision).
+    for precision in [Precision::F32, Precision::Bf16] {
+        let opts = ForwardOptions { precision, ..opts };
+        let out = model.forward_samples(ids(0), &layout, opts, false, true);
+        let loss = plus(heads(out.logits, &out.mtp_logits), side(&out.aux));
+        let whole = GradientsParams::from_grads(loss.backward(), &model);
 
-    let (by_block, aux) = backward_by_block(
-        &model,
-        ids(0),
-        &layout,
-        opts,
-        true,
-        |logits, mtp, mtp_aux| plus(heads(logits, mtp), side(mtp_aux)),
-        |a| side(std::slice::from_ref(a)),
-    );
-    assert_eq!(aux.len(), out.aux.len(), "side outputs of every block");
-    assert!(aux.iter().any(|a| a.indexer_loss.is_some()));
+        let (by_block, aux) = backward_by_block(
+            &model,
+            ids(0),
+            &layout,
+            opts,
+            true,
+            |logits, mtp, mtp_aux| plus(heads(logits, mtp), side(mtp_aux)),
+            |a| side(std::slice::from_ref(a)),
+        );
+        assert_eq!(aux.len(), out.aux.len(), "side outputs of every block");
+        assert!(aux.iter().any(|a| a.indexer_loss.is_some()));
 
-    let mut cmp = Compare {
-        a: &whole,
-        b: &by_block,
-        reached: 0,
-        worst: 0.0,
-    };
-    model.visit(&mut cmp);
-    println!(
-        "{} gradients, worst relative |Δ| {:.2e}",
-        cmp.reached, cmp.worst
-    );
-    assert!(cmp.reached > 50, "{} gradients", cmp.reached);
-    assert!(
-        cmp.worst <= 1e-12,
-        "worst relative difference {}",
-        cmp.worst
-    );
+        let mut cmp = Compare {
+            a: &whole,
+            b: &by_block,
+            reached: 0,
+            worst: 0.0,
+        };
+        model.visit(&mut cmp);
+        println!(
+            "{precision:?}: {} gradients, worst relative |Δ| {:.2e}",
+            cmp.reached, cmp.worst
+        );
+        assert!(cmp.reached > 50, "{} gradients", cmp.reached);
+        assert!(
+            cmp.worst <= 1e-12,
+            "worst relative difference {}",
+            cmp.worst
+        );
+    }
 }
