@@ -180,29 +180,15 @@ impl<B: Backend> Indexer<B> {
         let (mut index, mut valid) = (Vec::new(), Vec::new());
         for start in (0..s).step_by(rows) {
             let r = start..(start + rows).min(s);
+            // Only the entries some query of the chunk sees are scored and sorted (widened to
+            // k columns when fewer): the rest could only fill slots left invalid.
             let cols = entries.columns(r.clone());
-            let c = r.len();
-            let mut parts = Vec::with_capacity(3);
-            if cols.start > 0 {
-                parts.push(Tensor::full(
-                    [b, c, cols.start],
-                    f32::NEG_INFINITY,
-                    &inputs.q.device(),
-                ));
-            }
-            if !cols.is_empty() {
-                parts.push(inputs.score_block(r.clone(), cols.clone()));
-            }
-            if cols.end < n {
-                parts.push(Tensor::full(
-                    [b, c, n - cols.end],
-                    f32::NEG_INFINITY,
-                    &inputs.q.device(),
-                ));
-            }
-            let scores = Tensor::cat(parts, 2);
-            let visible = entries.visible_rows(r.clone());
-            let idx = top_k_indices(scores, visible, k);
+            let width = cols.len().max(k);
+            let first = cols.start.min(n - width);
+            let span = first..first + width;
+            let scores = inputs.score_block(r.clone(), span.clone());
+            let visible = entries.visible_block(r.clone(), span);
+            let idx = top_k_indices(scores, visible, k).add_scalar(first as i64);
             valid.push(entries.sees(r, idx.clone()));
             index.push(idx);
         }

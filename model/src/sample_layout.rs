@@ -71,10 +71,17 @@ impl<B: Backend> EntryLayout<B> {
 
     /// [`visible`](Self::visible) for the queries `rows` only: `[b, rows.len(), n]`.
     pub fn visible_rows(&self, rows: Range<usize>) -> Tensor<B, 3, Bool> {
-        let (b, c, n) = (self.rows, rows.len(), self.n);
-        let idx = Tensor::<B, 1, Int>::arange(0..n as i64, &self.lo.device())
-            .reshape([1, 1, n])
-            .expand([b, c, n]);
+        self.visible_block(rows, 0..self.n)
+    }
+
+    /// [`visible`](Self::visible) for the queries `rows` and the entries `cols` only:
+    /// `[b, rows.len(), cols.len()]`.
+    pub fn visible_block(&self, rows: Range<usize>, cols: Range<usize>) -> Tensor<B, 3, Bool> {
+        let (b, c, m) = (self.rows, rows.len(), cols.len());
+        let idx =
+            Tensor::<B, 1, Int>::arange(cols.start as i64..cols.end as i64, &self.lo.device())
+                .reshape([1, 1, m])
+                .expand([b, c, m]);
         self.sees(rows, idx)
     }
 
