@@ -19,24 +19,27 @@ fn recipe(name: &str) -> Recipe {
     Recipe::load(path, &[]).unwrap()
 }
 
-#[test]
-fn bench_of_the_tiny_recipe_reports_json() {
-    let o = v4train(&[
+/// The JSON report of `v4train bench` on the tiny recipe at 64 tokens per sequence after one
+/// warm-up step, with `extra` arguments.
+fn bench_json(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "bench",
         "recipes/tiny-pretrain.toml",
         "--set",
         "train.seq_len=64",
-        "--steps",
-        "2",
         "--warmup",
         "1",
         "--json",
-        "--peak-tflops",
-        "0.5",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let o = v4train(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn bench_of_the_tiny_recipe_reports_json() {
+    let r = bench_json(&["--steps", "2", "--peak-tflops", "0.5"]);
     assert_eq!(r["dtype"], "f32");
     assert_eq!(r["device"], "cpu");
     // micro_batch 2 × seq_len 64.
@@ -71,22 +74,7 @@ fn bench_rejects_a_bad_peak() {
 
 #[test]
 fn bench_runs_in_bf16_and_says_so() {
-    let o = v4train(&[
-        "bench",
-        "recipes/tiny-pretrain.toml",
-        "--set",
-        "train.seq_len=64",
-        "--set",
-        "train.dtype=bf16",
-        "--steps",
-        "1",
-        "--warmup",
-        "1",
-        "--json",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = bench_json(&["--set", "train.dtype=bf16", "--steps", "1"]);
     assert_eq!(r["dtype"], "bf16");
     assert!(r["loss"].as_f64().unwrap().is_finite());
 }

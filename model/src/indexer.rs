@@ -72,18 +72,45 @@ impl<B: Backend> IndexInputs<B> {
 
     /// Scores `[b, rows, cols]` of the queries `rows` against the entries `cols`.
     pub fn score_block(&self, rows: Range<usize>, cols: Range<usize>) -> Tensor<B, 3> {
+        self.score_parts(rows, cols).scores
+    }
+
+    /// [`IndexInputs::score_block`] with the intermediates its gradient needs.
+    pub(crate) fn score_parts(&self, rows: Range<usize>, cols: Range<usize>) -> ScoreParts<B> {
         let [b, _, nh, hd] = self.q.dims();
         let (c, m) = (rows.len(), cols.len());
-        let q = self.q.clone().slice_dim(1, rows.clone());
+        let q = self
+            .q
+            .clone()
+            .slice_dim(1, rows.clone())
+            .reshape([b, c * nh, hd]);
         let k = self.k.clone().slice_dim(1, cols);
-        let dots = relu(q.reshape([b, c * nh, hd]).matmul_mixed(k.swap_dims(1, 2))).reshape([
-            b * c,
-            nh,
-            m,
-        ]);
-        let w = self.w.clone().slice_dim(1, rows).reshape([b * c, 1, nh]);
-        head_sum(w, dots).reshape([b, c, m])
+        let z = q.clone().matmul_mixed(k.swap_dims(1, 2));
+        let relu_z = relu(z.clone()).reshape([b * c, nh, m]);
+        let w = self.w.clone().slice_dim(1, rows);
+        let scores = head_sum(w.clone().reshape([b * c, 1, nh]), relu_z.clone()).reshape([b, c, m]);
+        ScoreParts {
+            q,
+            w,
+            z,
+            relu_z,
+            scores,
+        }
     }
+}
+
+/// One block of the index scores and what went into it.
+pub(crate) struct ScoreParts<B: Backend> {
+    /// The block's queries `[b, c·H, D]`.
+    pub q: Tensor<B, 3>,
+    /// The block's head weights `[b, c, H]`.
+    pub w: Tensor<B, 3>,
+    /// Per-head products `[b, c·H, m]`.
+    pub z: Tensor<B, 3>,
+    /// Their ReLU `[b·c, H, m]`.
+    pub relu_z: Tensor<B, 3>,
+    /// Scores `[b, c, m]`.
+    pub scores: Tensor<B, 3>,
 }
 
 /// `Σ_h w_h · dots_h` per query: weights `[q, 1, H]`, per-head scores `[q, H, m]` → `[q, 1, m]`,

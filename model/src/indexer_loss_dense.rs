@@ -19,10 +19,9 @@
 //! ∂L/∂k[j]    = Σ_{t,h} g[t,j] · w[t,h] · 1[z[t,h,j] > 0] · q[t,h]
 //! ```
 
-use crate::indexer::{head_sum, IndexInputs};
+use crate::indexer::{IndexInputs, ScoreParts};
 use crate::indexer_loss::{kl_per_query, EXCLUDED_LOGIT};
-use crate::precision::MixedMatmul;
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 /// The gradients of one chunk's queries.
@@ -57,8 +56,9 @@ pub fn dense_indexer_kl<B: Backend>(
     let mut value = Tensor::<B, 1>::zeros([1], &device);
     let mut grad_k = Tensor::<B, 3>::zeros([b, n, hd], &device);
     let mut chunks = Vec::new();
-    for start in (0..s).step_by(rows.max(1)) {
-        let r = start..(start + rows.max(1)).min(s);
+    let rows = rows.max(1);
+    for start in (0..s).step_by(rows) {
+        let r = start..(start + rows).min(s);
         let (v, g, gk) = chunk(
             &d,
             r.clone(),
@@ -89,12 +89,13 @@ fn chunk<B: Backend>(
     let [b, _, nh, hd] = d.q.dims();
     let n = d.k.dims()[1];
     let c = r.len();
-    let q = d.q.clone().slice_dim(1, r.clone()).reshape([b, c * nh, hd]);
-    let w = d.w.clone().slice_dim(1, r);
-    // The very products of `IndexInputs::score_block`.
-    let z = q.clone().matmul_mixed(d.k.clone().swap_dims(1, 2)); // [b, c·nh, n]
-    let a = relu(z.clone()).reshape([b * c, nh, n]);
-    let scores = head_sum(w.clone().reshape([b * c, 1, nh]), a.clone()).reshape([b, c, n]);
+    let ScoreParts {
+        q,
+        w,
+        z,
+        relu_z,
+        scores,
+    } = d.score_parts(r, 0..n);
     let kl = kl_per_query(target.clone(), scores.clone(), candidates.clone());
     let value = (kl * weight.clone()).sum();
 
@@ -102,7 +103,7 @@ fn chunk<B: Backend>(
     let student = softmax(scores.mask_fill(excluded.clone(), EXCLUDED_LOGIT), 2);
     let mass = target.clone().sum_dim(2);
     let g = ((student * mass - target).mask_fill(excluded, 0.0)) * weight.reshape([b, c, 1]);
-    let grad_w = a
+    let grad_w = relu_z
         .matmul(g.clone().reshape([b * c, n, 1]))
         .reshape([b, c, nh]);
     let m = z

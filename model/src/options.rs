@@ -3,7 +3,7 @@
 //! losses to compute, and where FP8/FP4 fake quantization applies. The batch's sample layout
 //! (packed samples) travels separately, in [`crate::sample_layout::SampleLayout`].
 
-pub use crate::precision::Precision;
+use crate::precision::Precision;
 
 /// How CSA layers choose compressed blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

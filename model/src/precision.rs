@@ -4,7 +4,8 @@
 //! the reference keeps in f32 stay there — routers, compressors, mHC mixes, the head, every norm
 //! statistic, softmax and the losses. Only matmul operands are cast: each product is computed
 //! from bf16 operands and returned in f32, so parameters, gradients and every element-wise op stay
-//! f32 and the saved operands of the matmuls (the bulk of a step's activations) are bf16.
+//! f32; the matmuls keep bf16 operands for backward (but also a bf16 copy of each weight, and the
+//! element-wise ops keep f32 tensors, so a step's activation memory barely changes).
 //!
 //! The precision is a per-call switch ([`crate::ForwardOptions::precision`]); the module entry
 //! points that take options enter it as a scope ([`enter`]) for the current thread, and the

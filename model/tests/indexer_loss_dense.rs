@@ -67,29 +67,22 @@ fn chunked_dense_kl_has_the_value_and_gradients_of_autodiff() {
         .collect();
     let counted = Tensor::<AD, 2>::from_data(TensorData::new(counted, [b, s]), &dev);
 
-    let leaves = || {
+    // Fresh leaves each time, so every loss has its own gradients.
+    let leaves = || IndexInputs {
+        q: q0.clone().detach().require_grad(),
+        w: w0.clone().detach().require_grad(),
+        k: k0.clone().detach().require_grad(),
+    };
+    let grads_of = |loss: Tensor<AD, 1>, x: &IndexInputs<AD>| {
+        let g = loss.backward();
         (
-            q0.clone().detach().require_grad(),
-            w0.clone().detach().require_grad(),
-            k0.clone().detach().require_grad(),
+            values(x.q.grad(&g).unwrap()),
+            values(x.w.grad(&g).unwrap()),
+            values(x.k.grad(&g).unwrap()),
         )
     };
-    let grads_of =
-        |loss: Tensor<AD, 1>, q: &Tensor<AD, 4>, w: &Tensor<AD, 3>, k: &Tensor<AD, 3>| {
-            let g = loss.backward();
-            (
-                values(q.grad(&g).unwrap()),
-                values(w.grad(&g).unwrap()),
-                values(k.grad(&g).unwrap()),
-            )
-        };
 
-    let (q, w, k) = leaves();
-    let inputs = IndexInputs {
-        q: q.clone(),
-        w: w.clone(),
-        k: k.clone(),
-    };
+    let inputs = leaves();
     let plain = indexer_kl(
         target.clone(),
         inputs.score_block(0..s, 0..n),
@@ -97,16 +90,11 @@ fn chunked_dense_kl_has_the_value_and_gradients_of_autodiff() {
         Some(counted.clone()),
     );
     let want_value = values(plain.clone())[0];
-    let want = grads_of(plain, &q, &w, &k);
+    let want = grads_of(plain, &inputs);
     assert!(want_value > 0.0);
 
     for rows in [1, 5, 36, 37, 100] {
-        let (q, w, k) = leaves();
-        let inputs = IndexInputs {
-            q: q.clone(),
-            w: w.clone(),
-            k: k.clone(),
-        };
+        let inputs = leaves();
         let loss = dense_indexer_kl(
             &inputs,
             target.clone(),
@@ -119,7 +107,7 @@ fn chunked_dense_kl_has_the_value_and_gradients_of_autodiff() {
             (value - want_value).abs() <= 1e-6 * want_value,
             "{rows} rows: {value} vs {want_value}"
         );
-        let got = grads_of(loss, &q, &w, &k);
+        let got = grads_of(loss, &inputs);
         for (name, g, t) in [
             ("q", &got.0, &want.0),
             ("w", &got.1, &want.1),

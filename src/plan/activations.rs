@@ -309,10 +309,8 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
     // ReLU output kept by the head-weighting mul). Quadratic in seq_len: `2·ih·n` per token.
     let (mut indexer, mut indexer_scores, mut chunk) = (0.0, 0.0, 0.0);
     if selected {
-        // The top-k pass holds three `[b, rows, ih, n]` score tensors of one chunk of queries
-        // (`Indexer::chunk_rows`).
-        let entries = s / 4;
-        chunk = 3.0 * b * (chunk_rows(f, cfg, s, entries) * cfg.index_n_heads * entries) as f64;
+        // The top-k pass holds one chunk's score tensors.
+        chunk = chunk_scores(f, cfg, s);
         // Sparse: the top-k is chosen chunk by chunk without autodiff (its live scores are a
         // forward transient within the chunk budget); only the KL records anything: the
         // indexer's compressor, queries `[T, ih·ihd]`, head weights `[T, ih]`, the gathered
@@ -338,13 +336,12 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
         // mask `[T, n]`; a chunk's three live `[b, rows, ih, n]` score tensors (products,
         // ReLU, gradient mask) are a transient.
         let (ih, ihd) = (cfg.index_n_heads as f64, cfg.index_head_dim as f64);
-        let entries = s / 4;
-        let n = entries as f64;
+        let n = (s / 4) as f64;
         indexer = compressor(f, d, s, 4, ihd)
             + 2.0 * t * (ih * ihd + ih)
             + 2.0 * b * n * ihd
             + t * n * (1.0 + BOOL);
-        chunk = 3.0 * b * (chunk_rows(f, cfg, s, entries) * cfg.index_n_heads * entries) as f64;
+        chunk = chunk_scores(f, cfg, s);
         saved += indexer;
     }
 
@@ -419,18 +416,21 @@ fn block(cfg: &ModelConfig, f: &Forward, layer: usize, s: usize) -> Block {
     }
 }
 
-/// Whether the lightning indexer of a CSA block over `s` positions runs: it needs a complete
-/// compressed block, and it runs for the sparse selection or for its KL loss.
-/// Queries per chunk of the indexer's passes over `entries` (`Indexer::chunk_rows`).
-fn chunk_rows(f: &Forward, cfg: &ModelConfig, s: usize, entries: usize) -> usize {
+/// Floats alive in one chunk of the indexer's chunked passes over the `s / 4` entries of a CSA
+/// block (the top-k selection, the dense-stage KL): three `[b, rows, ih, n]` score tensors,
+/// `rows` as `Indexer::chunk_rows` chooses it.
+fn chunk_scores(f: &Forward, cfg: &ModelConfig, s: usize) -> f64 {
+    let entries = s / 4;
     let rows = if f.indexer_chunk > 0 {
         f.indexer_chunk
     } else {
         CHUNK_BUDGET_BYTES / (12 * f.b as usize * cfg.index_n_heads * entries).max(1)
     };
-    rows.clamp(1, s.max(1))
+    3.0 * f.b * (rows.clamp(1, s.max(1)) * cfg.index_n_heads * entries) as f64
 }
 
+/// Whether the lightning indexer of a CSA block over `s` positions runs: it needs a complete
+/// compressed block, and it runs for the sparse selection or for its KL loss.
 fn indexer_runs(f: &Forward, s: usize) -> bool {
     s >= 4 && (f.sparse || f.indexer_loss)
 }
