@@ -23,9 +23,9 @@ pub struct GlobalArgs {
     /// Compute device [default: cpu].
     #[arg(long, value_enum, global = true)]
     pub device: Option<DeviceKind>,
-    /// CPU worker threads of the rayon pool: tokenization, data loading and, on the CPU, Muon's
-    /// Newton–Schulz (the model's other CPU kernels run on the calling thread) [default: one
-    /// per core].
+    /// CPU worker threads of the rayon pool: tokenization, data loading and, on the CPU, the
+    /// model's large kernels (matmuls, sorts, reductions) and Muon's Newton–Schulz [default:
+    /// one per core].
     #[arg(
         long,
         value_name = "N",

@@ -19,6 +19,7 @@ use crate::linear::Linear;
 use crate::precision::MixedMatmul;
 use crate::rope::RopeTable;
 use crate::sample_layout::{EntryLayout, SampleLayout};
+use crate::top_k;
 use crate::util::gather_entries;
 use burn::module::Module;
 use burn::tensor::activation::relu;
@@ -70,15 +71,26 @@ impl<B: Backend> IndexInputs<B> {
         }
     }
 
-    /// Scores `[b, rows, cols]` of the queries `rows` against the entries `cols`.
+    /// Scores `[b, rows, cols]` of the queries `rows` against the entries `cols`. Keeps none of
+    /// the intermediates, so the ReLU runs in place on the products (no second quadratic
+    /// buffer).
     pub fn score_block(&self, rows: Range<usize>, cols: Range<usize>) -> Tensor<B, 3> {
-        self.score_parts(rows, cols).scores
+        let (_, w, z) = self.products(rows, cols);
+        let [b, c, nh] = w.dims();
+        let m = z.dims()[2];
+        let relu_z = relu(z).reshape([b * c, nh, m]);
+        head_sum(w.reshape([b * c, 1, nh]), relu_z).reshape([b, c, m])
     }
 
-    /// [`IndexInputs::score_block`] with the intermediates its gradient needs.
-    pub(crate) fn score_parts(&self, rows: Range<usize>, cols: Range<usize>) -> ScoreParts<B> {
+    /// The block's queries `[b, c·H, D]`, head weights `[b, c, H]` and per-head products
+    /// `[b, c·H, m]`.
+    fn products(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
         let [b, _, nh, hd] = self.q.dims();
-        let (c, m) = (rows.len(), cols.len());
+        let c = rows.len();
         let q = self
             .q
             .clone()
@@ -86,8 +98,15 @@ impl<B: Backend> IndexInputs<B> {
             .reshape([b, c * nh, hd]);
         let k = self.k.clone().slice_dim(1, cols);
         let z = q.clone().matmul_mixed(k.swap_dims(1, 2));
+        (q, self.w.clone().slice_dim(1, rows), z)
+    }
+
+    /// [`IndexInputs::score_block`] with the intermediates its gradient needs.
+    pub(crate) fn score_parts(&self, rows: Range<usize>, cols: Range<usize>) -> ScoreParts<B> {
+        let (b, c, m) = (self.q.dims()[0], rows.len(), cols.len());
+        let nh = self.q.dims()[2];
+        let (q, w, z) = self.products(rows, cols);
         let relu_z = relu(z.clone()).reshape([b * c, nh, m]);
-        let w = self.w.clone().slice_dim(1, rows);
         let scores = head_sum(w.clone().reshape([b * c, 1, nh]), relu_z.clone()).reshape([b, c, m]);
         ScoreParts {
             q,
@@ -209,8 +228,16 @@ impl<B: Backend> Indexer<B> {
             let r = start..(start + rows).min(s);
             // Only the entries some query of the chunk sees are scored and sorted (widened to
             // k columns when fewer): the rest could only fill slots left invalid.
+            // The width is rounded up to whole blocks of the pruned top-k where the entries
+            // allow it ([`top_k::block_size`]).
             let cols = entries.columns(r.clone());
             let width = cols.len().max(k);
+            let bs = top_k::block_size(width, k);
+            let width = if width.next_multiple_of(bs) <= n {
+                width.next_multiple_of(bs)
+            } else {
+                width
+            };
             let first = cols.start.min(n - width);
             let span = first..first + width;
             let scores = inputs.score_block(r.clone(), span.clone());
@@ -265,6 +292,7 @@ fn top_k_indices<B: Backend>(
     visible: Tensor<B, 3, Bool>,
     k: usize,
 ) -> Tensor<B, 3, Int> {
+    let [b, c, m] = scores.dims();
     let masked = scores.mask_fill(visible.bool_not(), f32::NEG_INFINITY);
-    masked.topk_with_indices(k, 2).1
+    top_k::top_k_rows(masked.reshape([b * c, m]), k).reshape([b, c, k])
 }

@@ -42,6 +42,7 @@ pub mod sample_layout;
 pub mod samples;
 pub mod sink_attention;
 pub mod token_ids;
+pub mod top_k;
 pub mod util;
 pub mod weights;
 pub mod window;

@@ -80,17 +80,37 @@ impl<B: Backend> EntryLayout<B> {
         let (b, c, m) = (self.rows, rows.len(), cols.len());
         let idx =
             Tensor::<B, 1, Int>::arange(cols.start as i64..cols.end as i64, &self.lo.device())
-                .reshape([1, 1, m])
-                .expand([b, c, m]);
-        self.sees(rows, idx)
+                .reshape([1, m]);
+        self.sees_2d(rows, idx, m).reshape([b, c, m])
     }
 
     /// Whether the queries `rows` see the entries `index` (`[b, rows.len(), k]`, any values).
     pub fn sees(&self, rows: Range<usize>, index: Tensor<B, 3, Int>) -> Tensor<B, 3, Bool> {
-        let shape = index.dims();
-        let lo = self.lo.clone().slice_dim(1, rows.clone()).expand(shape);
-        let hi = self.hi.clone().slice_dim(1, rows).expand(shape);
-        index.clone().greater_equal(lo).bool_and(index.lower(hi))
+        let [b, c, k] = index.dims();
+        self.sees_2d(rows, index.reshape([b * c, k]), k)
+            .reshape([b, c, k])
+    }
+
+    /// [`EntryLayout::sees`] on `index` `[b·c, k]` or `[1, k]` (the same entries for every
+    /// query), as 2-D comparisons: a CPU backend runs those row by row, where a 3-D broadcast
+    /// goes element by element through a strided index (this is the indexer's quadratic pass).
+    fn sees_2d(
+        &self,
+        rows: Range<usize>,
+        index: Tensor<B, 2, Int>,
+        k: usize,
+    ) -> Tensor<B, 2, Bool> {
+        let (b, c) = (self.rows, rows.len());
+        let bound = |t: &Tensor<B, 3, Int>| {
+            t.clone()
+                .slice_dim(1, rows.clone())
+                .expand([b, c, 1])
+                .reshape([b * c, 1])
+                .expand([b * c, k])
+        };
+        let index = index.expand([b * c, k]);
+        let lo = index.clone().greater_equal(bound(&self.lo));
+        lo.bool_and(index.lower(bound(&self.hi)))
     }
 
     /// The entries any of the queries `rows` sees (empty when none sees one).

@@ -98,23 +98,27 @@ fn chunk_size_does_not_change_the_result_and_small_k_selects() {
     let lens = [100usize, 157];
     let s: usize = lens.iter().sum();
     let dev = Default::default();
-    let cfg = config(31, 3);
-    let model = V4Model::<AD>::init(&cfg, 5, &dev).unwrap();
-    let all = ids(90, s, cfg.vocab_size);
-    let bounds = SampleBounds::from_lengths(&[lens.to_vec()], s).unwrap();
-    let with_chunk = |chunk| ForwardOptions {
-        indexer_chunk: chunk,
-        ..opts(AttentionMode::Sparse)
-    };
-    let whole = run(&model, &all, &bounds, with_chunk(s));
-    for chunk in [1, 7, 64, 0] {
-        let w = worst(&run(&model, &all, &bounds, with_chunk(chunk)), &whole);
-        assert!(w <= 1e-12, "chunk {chunk}: {w}");
+    // Top-1 makes the rows long enough for the block-pruned top-k (blocks of 4 and 8 here,
+    // depending on the chunk); top-3 sorts whole rows.
+    for topk in [3, 1] {
+        let cfg = config(31, topk);
+        let model = V4Model::<AD>::init(&cfg, 5, &dev).unwrap();
+        let all = ids(90, s, cfg.vocab_size);
+        let bounds = SampleBounds::from_lengths(&[lens.to_vec()], s).unwrap();
+        let with_chunk = |chunk| ForwardOptions {
+            indexer_chunk: chunk,
+            ..opts(AttentionMode::Sparse)
+        };
+        let whole = run(&model, &all, &bounds, with_chunk(s));
+        for chunk in [1, 7, 64, 0] {
+            let w = worst(&run(&model, &all, &bounds, with_chunk(chunk)), &whole);
+            assert!(w <= 1e-12, "top-{topk}, chunk {chunk}: {w}");
+        }
+        let dense = run(&model, &all, &bounds, opts(AttentionMode::Dense));
+        let diff = max_diff(&whole.outputs, &dense.outputs);
+        assert!(
+            diff > 1e-6,
+            "top-{topk} of up to 39 entries changes the logits ({diff})"
+        );
     }
-    let dense = run(&model, &all, &bounds, opts(AttentionMode::Dense));
-    let diff = max_diff(&whole.outputs, &dense.outputs);
-    assert!(
-        diff > 1e-6,
-        "top-3 of up to 39 entries changes the logits ({diff})"
-    );
 }

@@ -101,7 +101,7 @@ pub struct MuonSettings {
     /// Newton–Schulz in bf16.
     pub ns_bf16: bool,
     /// Host threads that orthogonalise a stack's matrices in parallel (CPU backends, whose
-    /// kernels run on the calling thread; [`crate::newton_schulz::newton_schulz_par`]). 1: one
+    /// small kernels run on the calling thread; [`crate::newton_schulz::newton_schulz_par`]). 1: one
     /// batched call, the choice for a GPU. Not a recipe key: the trainer sets it per device.
     pub ns_threads: usize,
 }

@@ -124,8 +124,8 @@ pub fn newton_schulz_in<B: Backend>(
 const TASK_BYTES: usize = 64 * 1024;
 
 /// [`newton_schulz_in`] with the stack's matrices split into cache-sized batches that `threads`
-/// host threads (the rayon pool) orthogonalise in parallel, for CPU backends, whose kernels run
-/// on the calling thread. Each matrix is computed exactly as in the one batched call (the
+/// host threads (the rayon pool) orthogonalise in parallel, for CPU backends, whose small
+/// kernels run on the calling thread. Each matrix is computed exactly as in the one batched call (the
 /// matrices never mix), so the result is bit-identical; `threads <= 1` is that call (the right
 /// choice on a GPU).
 pub fn newton_schulz_par<B: Backend>(
