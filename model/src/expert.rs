@@ -55,17 +55,17 @@ impl<B: Backend> Expert<B> {
         limit: f64,
         fp4: bool,
     ) -> Tensor<B, 2> {
+        // In bf16 the SwiGLU runs in bf16 between the projections (as the routed experts').
+        let dtype = x.dtype();
+        let x = precision::operand(x);
         let lin = |l: &Linear<B>, x: Tensor<B, 2>| {
-            if fp4 {
-                precision::matmul(x, fake_fp4_weight(l.weight.val()))
-            } else {
-                l.forward(x)
-            }
+            let w = l.weight.val();
+            precision::matmul_keep(x, if fp4 { fake_fp4_weight(w) } else { w })
         };
         let mut h = swiglu(lin(&self.w1, x.clone()), lin(&self.w3, x), limit);
         if let Some(w) = weight {
-            h = h * w;
+            h = h * precision::operand(w);
         }
-        lin(&self.w2, h)
+        precision::restore(lin(&self.w2, h), dtype)
     }
 }

@@ -2,10 +2,11 @@
 //! of PyTorch's autocast and of the reference's dtype split: the projections, the attention
 //! kernel's q·k and p·v, the experts and the MTP projections multiply in bf16, while the parts
 //! the reference keeps in f32 stay there — routers, compressors, mHC mixes, the head, every norm
-//! statistic, softmax and the losses. Only matmul operands are cast: each product is computed
-//! from bf16 operands and returned in f32, so parameters, gradients and every element-wise op stay
-//! f32; the matmuls keep bf16 operands for backward (but also a bf16 copy of each weight, and the
-//! element-wise ops keep f32 tensors, so a step's activation memory barely changes).
+//! statistic, softmax and the losses. Most products are computed from bf16 operands and returned
+//! in f32, so parameters, gradients and the element-wise ops around them stay f32 (the matmuls
+//! keep bf16 operands for backward, and a bf16 copy of each weight). The experts' SwiGLU — the
+//! widest activations of a MoE layer — stays in bf16 from its projections to the down
+//! projection ([`matmul_keep`], [`restore`]), so what it keeps for backward is bf16.
 //!
 //! The precision is a per-call switch ([`crate::ForwardOptions::precision`]); the module entry
 //! points that take options enter it as a scope ([`enter`]) for the current thread, and the
@@ -62,6 +63,22 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
             let dtype = a.dtype();
             operand(a).matmul(operand(b)).cast(dtype)
         }
+    }
+}
+
+/// `a · b` at the current precision, left in the compute dtype (bf16 under
+/// [`Precision::Bf16`]): the element-wise ops that follow run on, and keep for backward, bf16
+/// tensors, until [`restore`] brings the chain back to the caller's dtype (the experts' SwiGLU).
+pub fn matmul_keep<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    operand(a).matmul(operand(b))
+}
+
+/// `t` in `dtype` (no op when it already is): the end of a [`matmul_keep`] chain.
+pub fn restore<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
     }
 }
 

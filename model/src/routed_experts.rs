@@ -103,11 +103,15 @@ impl<B: Backend> RoutedExperts<B> {
             w3: stack(&self.w3),
         };
         // Padding rows read a zero token row `n` with weight 0 and land in a dropped row `n`.
-        let xz = Tensor::cat(vec![x, Tensor::zeros([1, d], (&device, dtype))], 0);
-        let wz = Tensor::cat(
+        // Tokens and weights are cast to the compute dtype once for all rounds and projections.
+        let xz = precision::operand(Tensor::cat(
+            vec![x, Tensor::zeros([1, d], (&device, dtype))],
+            0,
+        ));
+        let wz = precision::operand(Tensor::cat(
             vec![w.reshape([n * k]), Tensor::zeros([1], (&device, dtype))],
             0,
-        );
+        ));
         let (mut outs, mut dest) = (Vec::new(), Vec::new());
         for r in &rounds {
             let ws;
@@ -131,11 +135,12 @@ impl<B: Backend> RoutedExperts<B> {
             let xs = xz.clone().select(0, token.clone()).reshape([e, r.cap, d]);
             let ws = wz.clone().select(0, pair).reshape([e, r.cap, 1]);
             let h = swiglu(
-                precision::matmul(xs.clone(), wts.w1.clone()),
-                precision::matmul(xs, wts.w3.clone()),
+                precision::matmul_keep(xs.clone(), wts.w1.clone()),
+                precision::matmul_keep(xs, wts.w3.clone()),
                 limit,
             ) * ws;
-            outs.push(precision::matmul(h, wts.w2.clone()).reshape([m, d]));
+            let out = precision::matmul_keep(h, wts.w2.clone());
+            outs.push(precision::restore(out, dtype).reshape([m, d]));
             dest.push(token);
         }
         let y = Tensor::zeros([n + 1, d], (&device, dtype)).select_assign(
