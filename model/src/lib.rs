@@ -6,6 +6,7 @@ pub mod attention_decode;
 pub mod balance;
 pub mod balance_loss;
 pub mod block;
+pub mod broadcast;
 pub mod compressor;
 pub mod compressor_decode;
 pub mod config;

@@ -3,6 +3,7 @@
 //! (`hc_pre`: a pre-weighted sum), writes back through `post` weights, and mixes the copies with a
 //! doubly-stochastic matrix (Sinkhorn projection). `hc_head` collapses the copies before the head.
 
+use crate::broadcast::mul_rows;
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::tensor::activation::{sigmoid, softmax};
@@ -59,7 +60,7 @@ pub fn hc_mixes<B: Backend>(x: &Tensor<B, 4>, f: &Linear<B>, eps: f64) -> Tensor
 /// `Σ_j pre_j · x_j`: `[b, s, hc] × [b, s, hc, d] → [b, s, d]`.
 pub fn weighted_sum<B: Backend>(pre: Tensor<B, 3>, x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, s, _, d] = x.dims();
-    (pre.unsqueeze_dim::<4>(3) * x)
+    mul_rows(x, pre.unsqueeze_dim::<4>(3))
         .sum_dim(2)
         .reshape([b, s, d])
 }
@@ -92,7 +93,14 @@ impl<B: Backend> HyperConnection<B> {
 
     /// Writes the block output back: `x'_k = post_k · f + Σ_j comb[j,k] · x_j`.
     pub fn post(&self, f: Tensor<B, 3>, residual: Tensor<B, 4>, mix: HcMix<B>) -> Tensor<B, 4> {
-        let spread = mix.post.unsqueeze_dim::<4>(3) * f.unsqueeze_dim::<4>(2);
+        // The outer product post_k · f as a one-term matmul: the same products, row by row.
+        let [b, s, hc] = mix.post.dims();
+        let d = f.dims()[2];
+        let spread = mix
+            .post
+            .reshape([b * s, hc, 1])
+            .matmul(f.reshape([b * s, 1, d]))
+            .reshape([b, s, hc, d]);
         spread + mix.comb.swap_dims(2, 3).matmul(residual)
     }
 }

@@ -1,13 +1,14 @@
 //! RMSNorm (spec §2, notation): `w ⊙ x · rsqrt(mean(x²) + eps)` over the last dimension, plus the
 //! weightless variant V4 applies to every query head.
 
+use crate::broadcast::mul_rows;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 /// Scales `x` by the reciprocal root mean square of its last dimension (no weight).
 pub fn rms_normalize<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     let ms = x.clone().powi_scalar(2).mean_dim(D - 1);
-    x * ms.add_scalar(eps).sqrt().recip()
+    mul_rows(x, ms.add_scalar(eps).sqrt().recip())
 }
 
 /// RMSNorm with a learned per-channel weight.
@@ -32,6 +33,6 @@ impl<B: Backend> RmsNorm<B> {
     /// Normalises the last dimension of `x` and applies the gain.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let w = self.weight.val().unsqueeze::<D>();
-        rms_normalize(x, self.eps) * w
+        mul_rows(rms_normalize(x, self.eps), w)
     }
 }

@@ -1,0 +1,56 @@
+//! Broadcast products laid out as 2-D operations (an implementation concern, no paper concept):
+//! burn-flex runs a 2-D broadcast row by row but walks a 3-D or 4-D one element by element
+//! through a strided index, the largest cost of the model's element-wise work on the CPU
+//! (issue #17). The same products, so the same values; the layout only changes how the backend
+//! iterates.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+/// `x ⊙ r` for `r` of `x`'s shape with the last dimension 1 (one factor per row:
+/// `[.., d] ⊙ [.., 1]`) or with every leading dimension 1 (one row for all: `[.., d] ⊙ [1, .., d]`);
+/// any other shape broadcasts as usual.
+pub fn mul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, r: Tensor<B, D>) -> Tensor<B, D> {
+    let (xd, rd) = (x.dims(), r.dims());
+    let d = xd[D - 1];
+    let rows: usize = xd[..D - 1].iter().product();
+    let r_rows: usize = rd[..D - 1].iter().product();
+    let per_row = rd[D - 1] == 1 && rd[..D - 1] == xd[..D - 1];
+    let shared = r_rows == 1 && rd[D - 1] == d;
+    if D <= 2 || !(per_row || shared) {
+        return x * r;
+    }
+    let r = r.reshape([r_rows, rd[D - 1]]);
+    (x.reshape([rows, d]) * r).reshape(xd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+
+    type B = Autodiff<Flex>;
+
+    #[test]
+    fn same_values_and_gradients_as_the_plain_broadcast() {
+        let dev = Default::default();
+        let x = Tensor::<B, 4>::random([2, 3, 4, 5], Distribution::Default, &dev).require_grad();
+        for r_shape in [[2, 3, 4, 1], [1, 1, 1, 5], [2, 3, 1, 5]] {
+            let r = Tensor::<B, 4>::random(r_shape, Distribution::Default, &dev).require_grad();
+            let want = x.clone() * r.clone();
+            let want_values = want.to_data();
+            let gw = want.sum().backward();
+            let got = mul_rows(x.clone(), r.clone());
+            assert_eq!(got.to_data(), want_values, "{r_shape:?}");
+            let gg = got.sum().backward();
+            // Summed over the broadcast rows in another order: f32 rounding only.
+            let close = |a: Tensor<Flex, 4>, b: Tensor<Flex, 4>| {
+                let scale = a.clone().abs().max().into_scalar();
+                let diff = (a - b).abs().max().into_scalar();
+                diff <= 1e-6 * scale
+            };
+            assert!(close(x.grad(&gw).unwrap(), x.grad(&gg).unwrap()));
+            assert!(close(r.grad(&gw).unwrap(), r.grad(&gg).unwrap()));
+        }
+    }
+}
