@@ -10,17 +10,45 @@ use burn::tensor::{backend::Backend, Tensor};
 /// `[.., d] ⊙ [.., 1]`) or with every leading dimension 1 (one row for all: `[.., d] ⊙ [1, .., d]`);
 /// any other shape broadcasts as usual.
 pub fn mul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, r: Tensor<B, D>) -> Tensor<B, D> {
+    rows_op(x, r, |a, b| a * b)
+}
+
+/// `x / r` for the shapes of [`mul_rows`].
+pub fn div_rows<B: Backend, const D: usize>(x: Tensor<B, D>, r: Tensor<B, D>) -> Tensor<B, D> {
+    rows_op(x, r, |a, b| a / b)
+}
+
+fn rows_op<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    r: Tensor<B, D>,
+    op: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, D> {
     let (xd, rd) = (x.dims(), r.dims());
     let d = xd[D - 1];
     let rows: usize = xd[..D - 1].iter().product();
     let r_rows: usize = rd[..D - 1].iter().product();
     let per_row = rd[D - 1] == 1 && rd[..D - 1] == xd[..D - 1];
     let shared = r_rows == 1 && rd[D - 1] == d;
-    if D <= 2 || !(per_row || shared) {
-        return x * r;
+    let r = if per_row || shared {
+        r.reshape([r_rows, rd[D - 1]])
+    } else {
+        repeat_to(r, xd).reshape([rows, d])
+    };
+    op(x.reshape([rows, d]), r).reshape(xd)
+}
+
+/// `r` repeated along its size-1 dimensions to `shape`: a contiguous tensor, where `expand` is
+/// a strided view.
+pub fn repeat_to<B: Backend, const D: usize>(
+    mut r: Tensor<B, D>,
+    shape: [usize; D],
+) -> Tensor<B, D> {
+    for (i, &n) in shape.iter().enumerate() {
+        if r.dims()[i] == 1 && n > 1 {
+            r = r.repeat_dim(i, n);
+        }
     }
-    let r = r.reshape([r_rows, rd[D - 1]]);
-    (x.reshape([rows, d]) * r).reshape(xd)
+    r
 }
 
 #[cfg(test)]
@@ -35,13 +63,15 @@ mod tests {
     fn same_values_and_gradients_as_the_plain_broadcast() {
         let dev = Default::default();
         let x = Tensor::<B, 4>::random([2, 3, 4, 5], Distribution::Default, &dev).require_grad();
-        for r_shape in [[2, 3, 4, 1], [1, 1, 1, 5], [2, 3, 1, 5]] {
+        for r_shape in [[2, 3, 4, 1], [1, 1, 1, 5], [2, 3, 1, 5], [1, 3, 1, 1]] {
             let r = Tensor::<B, 4>::random(r_shape, Distribution::Default, &dev).require_grad();
             let want = x.clone() * r.clone();
             let want_values = want.to_data();
             let gw = want.sum().backward();
             let got = mul_rows(x.clone(), r.clone());
             assert_eq!(got.to_data(), want_values, "{r_shape:?}");
+            let quotient = div_rows(x.clone(), r.clone()).into_data();
+            assert_eq!(quotient, (x.clone() / r.clone()).into_data(), "{r_shape:?}");
             let gg = got.sum().backward();
             // Summed over the broadcast rows in another order: f32 rounding only.
             let close = |a: Tensor<Flex, 4>, b: Tensor<Flex, 4>| {

@@ -3,7 +3,7 @@
 //! (`hc_pre`: a pre-weighted sum), writes back through `post` weights, and mixes the copies with a
 //! doubly-stochastic matrix (Sinkhorn projection). `hc_head` collapses the copies before the head.
 
-use crate::broadcast::mul_rows;
+use crate::broadcast::{div_rows, mul_rows, repeat_to};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
 use burn::tensor::activation::{sigmoid, softmax};
@@ -12,11 +12,17 @@ use burn::tensor::{backend::Backend, Tensor};
 /// Sinkhorn projection of `[.., hc, hc]` mixes (rows = source stream j, cols = target k):
 /// row softmax + eps, column normalisation, then `iters − 1` row/column rounds.
 pub fn sinkhorn<B: Backend>(logits: Tensor<B, 4>, iters: usize, eps: f64) -> Tensor<B, 4> {
-    let mut c = softmax(logits, 3).add_scalar(eps);
-    c = c.clone() / c.sum_dim(2).add_scalar(eps);
+    let shape = logits.dims();
+    let cols = |c: Tensor<B, 4>| {
+        let sums = repeat_to(c.clone().sum_dim(2).add_scalar(eps), shape);
+        c / sums
+    };
+    let [b, s, j, k] = shape;
+    let rows = softmax(logits.reshape([b * s * j, k]), 1).reshape(shape);
+    let mut c = cols(rows.add_scalar(eps));
     for _ in 1..iters {
-        c = c.clone() / c.sum_dim(3).add_scalar(eps);
-        c = c.clone() / c.sum_dim(2).add_scalar(eps);
+        c = div_rows(c.clone(), c.sum_dim(3).add_scalar(eps));
+        c = cols(c);
     }
     c
 }

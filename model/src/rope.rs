@@ -5,6 +5,7 @@
 //! Frequencies and angles are computed in f32 exactly as the reference does (`fl32(t · f_i)`),
 //! because angle rounding at large positions is visible at the parity tolerance.
 
+use crate::broadcast::repeat_to;
 use crate::config::ModelConfig;
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -98,17 +99,24 @@ impl<B: Backend> RopeTable<B> {
     pub fn rotate(&self, x: Tensor<B, 4>, inverse: bool) -> Tensor<B, 4> {
         let [b, s, h, r] = x.dims();
         let rows = self.cos.dims()[0];
-        let pairs = x.reshape([b, s, h, r / 2, 2]);
-        let a = pairs.clone().slice_dim(4, 0..1);
-        let bb = pairs.slice_dim(4, 1..2);
-        let cos = self.cos.clone().reshape([rows, s, 1, r / 2, 1]);
-        let mut sin = self.sin.clone().reshape([rows, s, 1, r / 2, 1]);
+        // One (a, b) pair per row of a 2-D view, and the tables repeated to the same rows: the
+        // products are the ones of the broadcast form, computed row by row
+        // ([`crate::broadcast`]).
+        let n = b * s * h * (r / 2);
+        let pairs = x.reshape([n, 2]);
+        let a = pairs.clone().slice_dim(1, 0..1);
+        let bb = pairs.slice_dim(1, 1..2);
+        let table = |t: &Tensor<B, 3>| {
+            repeat_to(t.clone().reshape([rows, s, 1, r / 2]), [b, s, h, r / 2]).reshape([n, 1])
+        };
+        let cos = table(&self.cos);
+        let mut sin = table(&self.sin);
         if inverse {
             sin = sin.neg();
         }
         let re = a.clone() * cos.clone() - bb.clone() * sin.clone();
         let im = a * sin + bb * cos;
-        Tensor::cat(vec![re, im], 4).reshape([b, s, h, r])
+        Tensor::cat(vec![re, im], 1).reshape([b, s, h, r])
     }
 
     /// Rotates the last `rope_dim` channels of `x` `[b, s, h, d]`, leaving the others.
