@@ -58,9 +58,10 @@ pub struct HyperConnection<B: Backend> {
 /// RMS-normalised linear read of all streams: `[b, s, hc, d] → [b, s, m]`.
 pub fn hc_mixes<B: Backend>(x: &Tensor<B, 4>, f: &Linear<B>, eps: f64) -> Tensor<B, 3> {
     let [b, s, hc, d] = x.dims();
-    let xf = x.clone().reshape([b, s, hc * d]);
-    let ms = xf.clone().powi_scalar(2).mean_dim(2);
-    f.forward_f32(xf) * ms.add_scalar(eps).sqrt().recip()
+    let xf = x.clone().reshape([b * s, hc * d]);
+    let ms = xf.clone().powi_scalar(2).mean_dim(1);
+    let m = f.forward_f32(xf) * ms.add_scalar(eps).sqrt().recip();
+    m.reshape([b, s, f.d_out()])
 }
 
 /// `Σ_j pre_j · x_j`: `[b, s, hc] × [b, s, hc, d] → [b, s, d]`.

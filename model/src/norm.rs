@@ -7,8 +7,13 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 /// Scales `x` by the reciprocal root mean square of its last dimension (no weight).
 pub fn rms_normalize<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let ms = x.clone().powi_scalar(2).mean_dim(D - 1);
-    mul_rows(x, ms.add_scalar(eps).sqrt().recip())
+    // As rows of a 2-D view: the mean's backward (a broadcast of its gradient over the row) then
+    // runs row by row too ([`crate::broadcast`]).
+    let dims = x.dims();
+    let d = dims[D - 1];
+    let x = x.reshape([dims[..D - 1].iter().product::<usize>(), d]);
+    let ms = x.clone().powi_scalar(2).mean_dim(1);
+    (x * ms.add_scalar(eps).sqrt().recip()).reshape(dims)
 }
 
 /// RMSNorm with a learned per-channel weight.
