@@ -7,7 +7,9 @@
 
 use crate::broadcast::repeat_to;
 use crate::config::ModelConfig;
+use crate::util::Memo;
 use burn::tensor::{backend::Backend, Tensor};
+use std::rc::Rc;
 
 /// Inverse frequencies `f_i`, i < rope_dim/2, for one layer kind.
 pub fn inv_freqs(cfg: &ModelConfig, compressed: bool) -> Vec<f32> {
@@ -61,6 +63,10 @@ pub struct RopeTable<B: Backend> {
     pub cos: Tensor<B, 3>,
     /// `sin(pos · f_i)`.
     pub sin: Tensor<B, 3>,
+    /// The tables repeated to the rows of [`RopeTable::rotate`]'s 2-D view, per
+    /// `(batch, heads, inverse)`: built once per forward pass and shared by every layer (and
+    /// by what the layers keep for backward).
+    rows: Rc<Memo<(usize, usize, bool), (Tensor<B, 2>, Tensor<B, 2>)>>,
 }
 
 impl<B: Backend> RopeTable<B> {
@@ -92,6 +98,7 @@ impl<B: Backend> RopeTable<B> {
         Self {
             cos: crate::util::tensor_from(cos, [rows, n, half], device),
             sin: crate::util::tensor_from(sin, [rows, n, half], device),
+            rows: Rc::default(),
         }
     }
 
@@ -106,14 +113,14 @@ impl<B: Backend> RopeTable<B> {
         let pairs = x.reshape([n, 2]);
         let a = pairs.clone().slice_dim(1, 0..1);
         let bb = pairs.slice_dim(1, 1..2);
-        let table = |t: &Tensor<B, 3>| {
-            repeat_to(t.clone().reshape([rows, s, 1, r / 2]), [b, s, h, r / 2]).reshape([n, 1])
-        };
-        let cos = table(&self.cos);
-        let mut sin = table(&self.sin);
-        if inverse {
-            sin = sin.neg();
-        }
+        let (cos, sin) = self.rows.get_or((b, h, inverse), || {
+            let table = |t: &Tensor<B, 3>| {
+                let t = t.clone().reshape([rows, s, 1, r / 2]);
+                repeat_to(t, [b, s, h, r / 2]).reshape([n, 1])
+            };
+            let sin = table(&self.sin);
+            (table(&self.cos), if inverse { sin.neg() } else { sin })
+        });
         let re = a.clone() * cos.clone() - bb.clone() * sin.clone();
         let im = a * sin + bb * cos;
         Tensor::cat(vec![re, im], 1).reshape([b, s, h, r])
