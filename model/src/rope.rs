@@ -66,8 +66,11 @@ pub struct RopeTable<B: Backend> {
     /// The tables repeated to the rows of [`RopeTable::rotate`]'s 2-D view, per
     /// `(batch, heads, inverse)`: built once per forward pass and shared by every layer (and
     /// by what the layers keep for backward).
-    rows: Rc<Memo<(usize, usize, bool), (Tensor<B, 2>, Tensor<B, 2>)>>,
+    rows: Rc<Memo<(usize, usize, bool), RowTables<B>>>,
 }
+
+/// Cos and (signed) sin `[n, 1]`, one row per rotated pair.
+type RowTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
 
 impl<B: Backend> RopeTable<B> {
     /// Tables for `positions`, shared by every row (angles `fl32(pos · f_i)`).
