@@ -5,6 +5,7 @@
 //! full-sequence forward gives that position, at O(window + entries) cost.
 
 use crate::attention::Attention;
+use crate::broadcast::softmax_last;
 use crate::compressor::{quantize_kv, CompressorKind};
 use crate::compressor_decode::complete_entries;
 use crate::fake_quant::fake_fp4;
@@ -15,7 +16,7 @@ use crate::norm::rms_normalize;
 use crate::options::{AttentionMode, ForwardOptions};
 use crate::precision::{self, MixedMatmul};
 use crate::rope::RopeTable;
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
 impl<B: Backend> Indexer<B> {
@@ -102,7 +103,7 @@ impl<B: Backend> Attention<B> {
             parts.push(masked(keys, ok.clone()));
         }
         parts.push(self.attn_sink.val().reshape([1, h, 1]).expand([b, h, 1]));
-        let p = softmax(Tensor::cat(parts, 2), 2);
+        let p = softmax_last(Tensor::cat(parts, 2));
         let mut o = p
             .clone()
             .slice_dim(2, 0..ring)

@@ -4,6 +4,7 @@
 //! (issue #17). The same products, so the same values; the layout only changes how the backend
 //! iterates.
 
+use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// `x ⊙ r` for `r` of `x`'s shape with the last dimension 1 (one factor per row:
@@ -35,6 +36,14 @@ fn rows_op<B: Backend, const D: usize>(
         repeat_to(r, xd).reshape([rows, d])
     };
     op(x.reshape([rows, d]), r).reshape(xd)
+}
+
+/// Softmax over the last dimension, on a 2-D view (its max, shift, sum and division then run row
+/// by row, forward and backward).
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    softmax(x.reshape([dims[..D - 1].iter().product::<usize>(), d]), 1).reshape(dims)
 }
 
 /// `r` repeated along its size-1 dimensions to `shape`: a contiguous tensor, where `expand` is
@@ -71,6 +80,8 @@ mod tests {
             let got = mul_rows(x.clone(), r.clone());
             assert_eq!(got.to_data(), want_values, "{r_shape:?}");
             let quotient = div_rows(x.clone(), r.clone()).into_data();
+            let probs = softmax_last(x.clone()).into_data();
+            assert_eq!(probs, softmax(x.clone(), 3).into_data());
             assert_eq!(quotient, (x.clone() / r.clone()).into_data(), "{r_shape:?}");
             let gg = got.sum().backward();
             // Summed over the broadcast rows in another order: f32 rounding only.

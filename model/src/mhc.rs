@@ -3,10 +3,10 @@
 //! (`hc_pre`: a pre-weighted sum), writes back through `post` weights, and mixes the copies with a
 //! doubly-stochastic matrix (Sinkhorn projection). `hc_head` collapses the copies before the head.
 
-use crate::broadcast::{div_rows, mul_rows, repeat_to};
+use crate::broadcast::{div_rows, mul_rows, repeat_to, softmax_last};
 use crate::linear::Linear;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// Sinkhorn projection of `[.., hc, hc]` mixes (rows = source stream j, cols = target k):
@@ -17,9 +17,7 @@ pub fn sinkhorn<B: Backend>(logits: Tensor<B, 4>, iters: usize, eps: f64) -> Ten
         let sums = repeat_to(c.clone().sum_dim(2).add_scalar(eps), shape);
         c / sums
     };
-    let [b, s, j, k] = shape;
-    let rows = softmax(logits.reshape([b * s * j, k]), 1).reshape(shape);
-    let mut c = cols(rows.add_scalar(eps));
+    let mut c = cols(softmax_last(logits).add_scalar(eps));
     for _ in 1..iters {
         c = div_rows(c.clone(), c.sum_dim(3).add_scalar(eps));
         c = cols(c);

@@ -9,10 +9,10 @@
 //! the dense warm-up), or only the entries each query attends gathered per query
 //! ([`SelectedKeys`]: sparse CSA, O(s · k) — the indexer's top-k, never an `[s, n]` tensor).
 
+use crate::broadcast::softmax_last;
 use crate::precision::MixedMatmul;
 use crate::util::gather_entries;
 use crate::window::Window;
-use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 
 pub use crate::window::WindowKeys;
@@ -186,7 +186,7 @@ fn attend<B: Backend>(
         parts.push(e.scores(q, scale));
     }
     parts.push(sink_col);
-    let p = softmax(Tensor::cat(parts, 3), 3);
+    let p = softmax_last(Tensor::cat(parts, 3));
 
     let pw = p.clone().slice_dim(3, 0..k);
     let pw = if sp > s {
