@@ -7,9 +7,10 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor};
 
-/// `x ⊙ r` for `r` of `x`'s shape with the last dimension 1 (one factor per row:
-/// `[.., d] ⊙ [.., 1]`) or with every leading dimension 1 (one row for all: `[.., d] ⊙ [1, .., d]`);
-/// any other shape broadcasts as usual.
+/// `x ⊙ r` on a 2-D view of `x`'s rows: `r` of `x`'s shape with the last dimension 1 (one factor
+/// per row: `[.., d] ⊙ [.., 1]`) or with every leading dimension 1 (one row for all:
+/// `[.., d] ⊙ [1, .., d]`) is used as it is; any other broadcastable `r` is first repeated to
+/// `x`'s shape ([`repeat_to`]).
 pub fn mul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, r: Tensor<B, D>) -> Tensor<B, D> {
     rows_op(x, r, |a, b| a * b)
 }
@@ -72,6 +73,8 @@ mod tests {
     fn same_values_and_gradients_as_the_plain_broadcast() {
         let dev = Default::default();
         let x = Tensor::<B, 4>::random([2, 3, 4, 5], Distribution::Default, &dev).require_grad();
+        let probs = softmax_last(x.clone()).into_data();
+        assert_eq!(probs, softmax(x.clone(), 3).into_data());
         for r_shape in [[2, 3, 4, 1], [1, 1, 1, 5], [2, 3, 1, 5], [1, 3, 1, 1]] {
             let r = Tensor::<B, 4>::random(r_shape, Distribution::Default, &dev).require_grad();
             let want = x.clone() * r.clone();
@@ -80,8 +83,6 @@ mod tests {
             let got = mul_rows(x.clone(), r.clone());
             assert_eq!(got.to_data(), want_values, "{r_shape:?}");
             let quotient = div_rows(x.clone(), r.clone()).into_data();
-            let probs = softmax_last(x.clone()).into_data();
-            assert_eq!(probs, softmax(x.clone(), 3).into_data());
             assert_eq!(quotient, (x.clone() / r.clone()).into_data(), "{r_shape:?}");
             let gg = got.sum().backward();
             // Summed over the broadcast rows in another order: f32 rounding only.

@@ -227,14 +227,14 @@ impl<B: Backend> Indexer<B> {
         for start in (0..s).step_by(rows) {
             let r = start..(start + rows).min(s);
             // Only the entries some query of the chunk sees are scored and sorted (widened to
-            // k columns when fewer): the rest could only fill slots left invalid.
-            // The width is rounded up to whole blocks of the pruned top-k where the entries
-            // allow it ([`top_k::block_size`]).
+            // k columns when fewer): the rest could only fill slots left invalid. The width is
+            // rounded up to whole blocks of the pruned top-k where the entries allow it
+            // ([`top_k::block_size`]).
             let cols = entries.columns(r.clone());
             let width = cols.len().max(k);
-            let bs = top_k::block_size(width, k);
-            let width = if width.next_multiple_of(bs) <= n {
-                width.next_multiple_of(bs)
+            let whole_blocks = width.next_multiple_of(top_k::block_size(width, k));
+            let width = if whole_blocks <= n {
+                whole_blocks
             } else {
                 width
             };

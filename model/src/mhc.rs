@@ -3,8 +3,9 @@
 //! (`hc_pre`: a pre-weighted sum), writes back through `post` weights, and mixes the copies with a
 //! doubly-stochastic matrix (Sinkhorn projection). `hc_head` collapses the copies before the head.
 
-use crate::broadcast::{div_rows, mul_rows, repeat_to, softmax_last};
+use crate::broadcast::{div_rows, mul_rows, softmax_last};
 use crate::linear::Linear;
+use crate::norm::inv_rms_rows;
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Tensor};
@@ -12,11 +13,7 @@ use burn::tensor::{backend::Backend, Tensor};
 /// Sinkhorn projection of `[.., hc, hc]` mixes (rows = source stream j, cols = target k):
 /// row softmax + eps, column normalisation, then `iters − 1` row/column rounds.
 pub fn sinkhorn<B: Backend>(logits: Tensor<B, 4>, iters: usize, eps: f64) -> Tensor<B, 4> {
-    let shape = logits.dims();
-    let cols = |c: Tensor<B, 4>| {
-        let sums = repeat_to(c.clone().sum_dim(2).add_scalar(eps), shape);
-        c / sums
-    };
+    let cols = |c: Tensor<B, 4>| div_rows(c.clone(), c.sum_dim(2).add_scalar(eps));
     let mut c = cols(softmax_last(logits).add_scalar(eps));
     for _ in 1..iters {
         c = div_rows(c.clone(), c.sum_dim(3).add_scalar(eps));
@@ -57,8 +54,7 @@ pub struct HyperConnection<B: Backend> {
 pub fn hc_mixes<B: Backend>(x: &Tensor<B, 4>, f: &Linear<B>, eps: f64) -> Tensor<B, 3> {
     let [b, s, hc, d] = x.dims();
     let xf = x.clone().reshape([b * s, hc * d]);
-    let ms = xf.clone().powi_scalar(2).mean_dim(1);
-    let m = f.forward_f32(xf) * ms.add_scalar(eps).sqrt().recip();
+    let m = f.forward_f32(xf.clone()) * inv_rms_rows(xf, eps);
     m.reshape([b, s, f.d_out()])
 }
 

@@ -12,8 +12,12 @@ pub fn rms_normalize<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> T
     let dims = x.dims();
     let d = dims[D - 1];
     let x = x.reshape([dims[..D - 1].iter().product::<usize>(), d]);
-    let ms = x.clone().powi_scalar(2).mean_dim(1);
-    (x * ms.add_scalar(eps).sqrt().recip()).reshape(dims)
+    (x.clone() * inv_rms_rows(x, eps)).reshape(dims)
+}
+
+/// `rsqrt(mean(x²) + eps)` of each row of `x` `[n, d]`: `[n, 1]`.
+pub fn inv_rms_rows<B: Backend>(x: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
+    x.powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip()
 }
 
 /// RMSNorm with a learned per-channel weight.

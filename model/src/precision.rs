@@ -57,13 +57,8 @@ pub fn current() -> Precision {
 
 /// `a · b` at the current precision, returned in `a`'s dtype.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
-    match current() {
-        Precision::F32 => a.matmul(b),
-        Precision::Bf16 => {
-            let dtype = a.dtype();
-            operand(a).matmul(operand(b)).cast(dtype)
-        }
-    }
+    let dtype = a.dtype();
+    restore(matmul_keep(a, b), dtype)
 }
 
 /// `a · b` at the current precision, left in the compute dtype (bf16 under

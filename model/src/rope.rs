@@ -66,7 +66,7 @@ pub struct RopeTable<B: Backend> {
     /// The tables repeated to the rows of [`RopeTable::rotate`]'s 2-D view, per
     /// `(batch, heads, inverse)`: built once per forward pass and shared by every layer (and
     /// by what the layers keep for backward).
-    rows: Rc<Memo<(usize, usize, bool), RowTables<B>>>,
+    row_tables: Rc<Memo<(usize, usize, bool), RowTables<B>>>,
 }
 
 /// Cos and (signed) sin `[n, 1]`, one row per rotated pair.
@@ -101,7 +101,7 @@ impl<B: Backend> RopeTable<B> {
         Self {
             cos: crate::util::tensor_from(cos, [rows, n, half], device),
             sin: crate::util::tensor_from(sin, [rows, n, half], device),
-            rows: Rc::default(),
+            row_tables: Rc::default(),
         }
     }
 
@@ -116,7 +116,7 @@ impl<B: Backend> RopeTable<B> {
         let pairs = x.reshape([n, 2]);
         let a = pairs.clone().slice_dim(1, 0..1);
         let bb = pairs.slice_dim(1, 1..2);
-        let (cos, sin) = self.rows.get_or((b, h, inverse), || {
+        let (cos, sin) = self.row_tables.get_or((b, h, inverse), || {
             let table = |t: &Tensor<B, 3>| {
                 let t = t.clone().reshape([rows, s, 1, r / 2]);
                 repeat_to(t, [b, s, h, r / 2]).reshape([n, 1])

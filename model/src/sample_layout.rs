@@ -81,26 +81,21 @@ impl<B: Backend> EntryLayout<B> {
         let idx =
             Tensor::<B, 1, Int>::arange(cols.start as i64..cols.end as i64, &self.lo.device())
                 .reshape([1, m]);
-        self.sees_2d(rows, idx, m).reshape([b, c, m])
+        self.sees_2d(rows, idx).reshape([b, c, m])
     }
 
     /// Whether the queries `rows` see the entries `index` (`[b, rows.len(), k]`, any values).
     pub fn sees(&self, rows: Range<usize>, index: Tensor<B, 3, Int>) -> Tensor<B, 3, Bool> {
         let [b, c, k] = index.dims();
-        self.sees_2d(rows, index.reshape([b * c, k]), k)
+        self.sees_2d(rows, index.reshape([b * c, k]))
             .reshape([b, c, k])
     }
 
     /// [`EntryLayout::sees`] on `index` `[b·c, k]` or `[1, k]` (the same entries for every
     /// query), as 2-D comparisons: a CPU backend runs those row by row, where a 3-D broadcast
     /// goes element by element through a strided index (this is the indexer's quadratic pass).
-    fn sees_2d(
-        &self,
-        rows: Range<usize>,
-        index: Tensor<B, 2, Int>,
-        k: usize,
-    ) -> Tensor<B, 2, Bool> {
-        let (b, c) = (self.rows, rows.len());
+    fn sees_2d(&self, rows: Range<usize>, index: Tensor<B, 2, Int>) -> Tensor<B, 2, Bool> {
+        let (b, c, k) = (self.rows, rows.len(), index.dims()[1]);
         let bound = |t: &Tensor<B, 3, Int>| {
             t.clone()
                 .slice_dim(1, rows.clone())

@@ -34,25 +34,25 @@ pub fn top_k_rows<B: Backend>(scores: Tensor<B, 2>, k: usize) -> Tensor<B, 2, In
     if bs == 1 || m % bs != 0 {
         return scores.topk_with_indices(k, 1).1;
     }
+    // Pruning runs only with `bs ≤ m / (BLOCKS_PER_K · k)`: there are at least 8k blocks.
     let nb = m / bs;
-    let kb = k.min(nb);
     let device = scores.device();
     let best_blocks = scores
         .clone()
         .reshape([r, nb, bs])
         .max_dim(2)
         .reshape([r, nb])
-        .topk_with_indices(kb, 1)
-        .1; // [r, kb]
-            // Candidate positions: every position of the chosen blocks, `[r·kb, bs]` as 2-D
-            // broadcasts (row-wise on a CPU backend).
+        .topk_with_indices(k, 1)
+        .1;
+    // Candidate positions `[r, k·bs]`: every position of the chosen blocks, built as 2-D
+    // broadcasts (row-wise on a CPU backend).
     let offsets = Tensor::<B, 1, Int>::arange(0..bs as i64, &device).reshape([1, bs]);
     let candidates = best_blocks
-        .reshape([r * kb, 1])
+        .reshape([r * k, 1])
         .mul_scalar(bs as i64)
-        .expand([r * kb, bs])
-        .add(offsets.expand([r * kb, bs]))
-        .reshape([r, kb * bs]);
+        .expand([r * k, bs])
+        .add(offsets.expand([r * k, bs]))
+        .reshape([r, k * bs]);
     let values = scores.gather(1, candidates.clone());
     let chosen = values.topk_with_indices(k, 1).1;
     candidates.gather(1, chosen)
