@@ -106,6 +106,20 @@ fn print_report(r: &BenchReport) {
         Some((b, what)) => println!("  peak memory      {:.1} MB ({what})", *b as f64 / 1e6),
         None => println!("  peak memory      n/a"),
     }
+    println!(
+        "  weights          {:.1} MB base{}",
+        r.base_bytes as f64 / 1e6,
+        match r.adapter_bytes {
+            0 => String::new(),
+            a => format!(" + {:.1} MB LoRA adapters", a as f64 / 1e6),
+        }
+    );
+    if let Some(m) = r.model_memory {
+        println!(
+            "  model memory     {:.1} MB (resident after loading)",
+            m as f64 / 1e6
+        );
+    }
     let p = &r.phases;
     let step = r.step_secs.max(1e-12);
     let total = f.total().max(1e-300);

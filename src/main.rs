@@ -6,10 +6,13 @@ mod bench_decode_cmd;
 mod bench_moe_cmd;
 mod bench_optim_cmd;
 mod chat_encode_cmd;
+mod eval_cmd;
+mod export_adapter_cmd;
 mod export_cmd;
 mod forward_cmd;
 mod generate_cmd;
 mod global_args;
+mod merge_cmd;
 mod optim_plan_cmd;
 mod train_cmd;
 
@@ -50,12 +53,18 @@ struct Cli {
 enum Command {
     /// Train with a recipe (`v4train RECIPE.toml` is the same).
     Train(train_cmd::TrainArgs),
+    /// Next-token loss of a recipe's model (or a checkpoint of its run) on the recipe's data.
+    Eval(eval_cmd::EvalArgs),
     /// Run the model on token ids and write logits (and MTP logits, hidden streams).
     Forward(forward_cmd::ForwardArgs),
     /// Generate completions (greedy or sampled) with the V4 KV cache.
     Generate(generate_cmd::GenerateArgs),
     /// Write a model directory in the official release layout (FP8/FP4 or BF16).
     Export(export_cmd::ExportArgs),
+    /// Convert a LoRA checkpoint's adapters into a Hugging Face PEFT adapter directory.
+    ExportAdapter(export_adapter_cmd::ExportAdapterArgs),
+    /// Fold a LoRA checkpoint's adapters into its base and write a plain model directory.
+    Merge(merge_cmd::MergeArgs),
     /// Encode chat conversations with the official V4 chat template (text, ids, loss mask).
     ChatEncode(chat_encode_cmd::ChatEncodeArgs),
     /// List every parameter with its optimizer (Muon / AdamW), shape and weight decay.
@@ -172,6 +181,9 @@ fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
     let device = global.device();
     match command {
         Command::Forward(a) => with_backend!(device, |B, dev| forward_cmd::run::<B>(a, &dev)),
+        Command::Eval(a) => {
+            with_backend!(device, |B, dev| eval_cmd::run::<Autodiff<B>>(a, &dev))
+        }
         Command::Generate(a) => with_backend!(device, |B, dev| generate_cmd::run::<B>(a, &dev)),
         Command::Train(a) => {
             let gpu = device == DeviceKind::Cuda;
@@ -182,6 +194,8 @@ fn run(command: &Command, global: GlobalArgs) -> anyhow::Result<()> {
             argv.first().map_or("", String::as_str)
         )),
         Command::Export(a) => export_cmd::run(a),
+        Command::ExportAdapter(a) => export_adapter_cmd::run(a),
+        Command::Merge(a) => merge_cmd::run(a),
         Command::ChatEncode(a) => chat_encode_cmd::run(a),
         Command::OptimPlan(a) => optim_plan_cmd::run(a),
         Command::Bench(BenchCommand::Optim(a)) => {

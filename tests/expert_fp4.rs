@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use v4_checkpoints::{e8m0, fp4};
+use v4_model::base_weight::StackWeight;
 use v4_model::expert_qat::fp4_weight_qdq;
 use v4_model::linear::transposed;
 use v4_model::named::{checkpoint_experts, Grad};
@@ -55,7 +56,10 @@ fn dequantized_copy<BB: Backend>(model: &V4Model<BB>) -> V4Model<BB> {
             for (_, _, v) in checkpoint_experts("experts.w", w.val()) {
                 q.extend(transposed(&codec_round_trip(&v, out, inp), out, inp));
             }
-            *w = Param::from_tensor(Tensor::from_data(TensorData::new(q, [e, inp, out]), &dev));
+            *w = StackWeight::Dense(Param::from_tensor(Tensor::from_data(
+                TensorData::new(q, [e, inp, out]),
+                &dev,
+            )));
         }
     }
     m

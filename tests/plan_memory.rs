@@ -326,6 +326,51 @@ fn v4_flash_numbers_are_sane() {
     assert!((ck / (e.weights + e.optimizer) as f64 - 1.0).abs() < 0.01);
 }
 
+/// The LoRA accounting of V4-Flash (README "LoRA"): base at its stored size, adapters and
+/// their AdamW state, for the shipped recipe and the f32-base and full-fine-tuning variants.
+#[test]
+fn v4_flash_lora_accounting() {
+    let cfg = ModelConfig::preset("v4-flash").unwrap();
+    let gb = |b: u64| b as f64 / 1e9;
+    let lora = recipe("recipes/v4-flash-lora.toml", &[]);
+    let p = param_bytes(&cfg, &lora);
+    let base: u64 = inventory(&cfg)
+        .iter()
+        .map(|s| v4train::plan::params::base_bytes(s, lora.finetune.base))
+        .sum();
+    let adapters = p.gradients;
+    println!(
+        "v4-flash LoRA: base {:.1} GB stored, adapters {:.2} GB, their gradients {:.2} GB, \
+         AdamW state {:.2} GB; per GPU of 8: {:.1} GB",
+        gb(base),
+        gb(adapters),
+        gb(p.gradients),
+        gb(p.optimizer),
+        gb(p.weights + p.gradients + p.optimizer) / 8.0
+    );
+    // The release is ~160 GB: FP4 experts (half a byte + a scale byte per 32) and FP8 the rest
+    // of the projections; embedding, head and norms stay f32 here.
+    assert!((140.0..175.0).contains(&gb(base)), "{}", gb(base));
+    assert_eq!(p.weights, base + adapters);
+    assert_eq!(p.optimizer, 2 * adapters, "AdamW: two f32 moments");
+    // rank 8 on 256 × 3 experts × 43 layers: 8 · (4096 + 2048) · 4 B per matrix ≈ 6.5 GB
+    let experts = 43 * 256 * 3 * 8 * (4096 + 2048) * 4;
+    assert!(
+        adapters > experts && adapters < experts + 3_000_000_000,
+        "{adapters}"
+    );
+    let f32_base = recipe("recipes/v4-flash-lora.toml", &["finetune.base=f32"]);
+    let p32 = param_bytes(&cfg, &f32_base);
+    println!(
+        "v4-flash LoRA over an f32 base: weights {:.0} GB",
+        gb(p32.weights)
+    );
+    assert!(p32.weights > 6 * base);
+    // a LoRA checkpoint is the adapters and their state, not the model
+    let ck = checkpoint_bytes(&cfg, &lora);
+    assert!(ck < 4 * adapters && ck > 3 * adapters, "{ck}");
+}
+
 #[test]
 fn absurd_sequences_are_estimated_without_overflow() {
     let (cfg, r) = tiny(&["train.seq_len=100000000"]);

@@ -10,11 +10,13 @@
 //! ([`crate::sink_attention::sink_attention_selected`]), and the KL compares the attention's
 //! probabilities of the k with the indexer's scores of the same k.
 
+use crate::base_weight::{stored_product, StackWeight};
 use crate::compressor::{quantize_kv, Compressor, CompressorKind};
 use crate::indexer::{IndexInputs, Indexer};
 use crate::indexer_loss::{indexer_kl, teacher};
 use crate::indexer_loss_dense::dense_indexer_kl;
 use crate::linear::Linear;
+use crate::lora::LoraStack;
 use crate::norm::{rms_normalize, RmsNorm};
 use crate::options::{AttentionMode, ForwardOptions};
 use crate::precision;
@@ -23,6 +25,7 @@ use crate::sample_layout::SampleLayout;
 use crate::sink_attention::{
     sink_attention_probs, sink_attention_selected, CompressedKeys, SelectedKeys,
 };
+use crate::stored_weight::View;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
@@ -56,7 +59,9 @@ pub struct Attention<B: Backend> {
     /// `kv_norm`.
     pub kv_norm: RmsNorm<B>,
     /// `wo_a` per group `[g, H·D/g, o_lora]`.
-    pub wo_a: Param<Tensor<B, 3>>,
+    pub wo_a: StackWeight<B>,
+    /// LoRA adapters of `wo_a`, one per group.
+    pub wo_a_lora: Option<LoraStack<B>>,
     /// `wo_b` `[g·o_lora, d]`.
     pub wo_b: Linear<B>,
     /// `attn_sink` `[H]`.
@@ -231,7 +236,13 @@ impl<B: Backend> Attention<B> {
         let [g, gin, r] = self.wo_a.dims();
         debug_assert_eq!(g * gin, h * hd);
         let og = o.reshape([b * s, g, gin]).swap_dims(0, 1); // [g, b·s, gin]
-        let u = precision::matmul(og, self.wo_a.val()); // [g, b·s, r]
+        let mut u = match &self.wo_a {
+            StackWeight::Dense(p) => precision::matmul(og.clone(), p.val()), // [g, b·s, r]
+            StackWeight::Stored(s) => stored_product(og.clone(), s, &View::default(), true),
+        };
+        if let Some(l) = &self.wo_a_lora {
+            u = u + l.delta(og, None);
+        }
         let u = u.swap_dims(0, 1).reshape([b, s, g * r]);
         self.wo_b.forward(u)
     }

@@ -3,9 +3,11 @@
 //! of these; the routed experts run the same activation on stacked weights
 //! ([`crate::routed_experts`]).
 
+use crate::base_weight::Weight;
 use crate::expert_qat::fake_fp4_weight;
 use crate::linear::Linear;
 use crate::precision;
+use crate::stored_weight::{frozen_matmul, View};
 use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};
@@ -59,8 +61,18 @@ impl<B: Backend> Expert<B> {
         let dtype = x.dtype();
         let x = precision::operand(x);
         let lin = |l: &Linear<B>, x: Tensor<B, 2>| {
-            let w = l.weight.val();
-            precision::matmul_keep(x, if fp4 { fake_fp4_weight(w) } else { w })
+            let y = match &l.weight {
+                Weight::Dense(p) => {
+                    let w = p.val();
+                    precision::matmul_keep(x.clone(), if fp4 { fake_fp4_weight(w) } else { w })
+                }
+                // Frozen base: already in its stored form, nothing to fake-quantize.
+                Weight::Stored(s) => frozen_matmul(x.clone(), s, &View::default()),
+            };
+            match &l.lora {
+                Some(a) => y + a.delta(x, precision::matmul),
+                None => y,
+            }
         };
         let mut h = swiglu(lin(&self.w1, x.clone()), lin(&self.w3, x), limit);
         if let Some(w) = weight {

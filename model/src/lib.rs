@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod attention_decode;
+pub mod base_weight;
 pub mod balance;
 pub mod balance_loss;
 pub mod block;
@@ -26,6 +27,7 @@ pub mod inventory;
 pub mod kv_cache;
 pub mod layer_aux;
 pub mod linear;
+pub mod lora;
 mod load;
 pub mod masks;
 pub mod mhc;
@@ -42,6 +44,7 @@ pub mod router;
 pub mod sample_layout;
 pub mod samples;
 pub mod sink_attention;
+pub mod stored_weight;
 pub mod token_ids;
 pub mod top_k;
 pub mod util;

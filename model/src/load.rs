@@ -1,13 +1,16 @@
 //! Builds a [`V4Model`] from any [`WeightSource`] by walking the release inventory's names
-//! (spec §4), transposing `[out, in]` checkpoint matrices into Burn's `[in, out]`.
+//! (spec §4), transposing `[out, in]` checkpoint matrices into Burn's `[in, out]`, and attaching
+//! the LoRA adapters a [`LoraBuilder`] targets as it goes (see [`crate::lora`]).
 
 use crate::attention::Attention;
+use crate::base_weight::StackWeight;
 use crate::block::Block;
 use crate::compressor::Compressor;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::indexer::Indexer;
 use crate::linear::{transposed, Linear};
+use crate::lora::{LoraBuilder, LoraStack};
 use crate::mhc::{HcHead, HyperConnection};
 use crate::model::V4Model;
 use crate::moe::{Expert, Moe};
@@ -17,6 +20,7 @@ use crate::norm::RmsNorm;
 use crate::rope::inv_freqs;
 use crate::routed_experts::RoutedExperts;
 use crate::router::{Router, Routing};
+use crate::stored_weight::{StoredTensor, StoredWeight};
 use crate::util::{int_tensor_from, tensor_from};
 use crate::weights::WeightSource;
 use burn::module::Param;
@@ -26,14 +30,42 @@ struct Loader<'a, B: Backend> {
     src: &'a dyn WeightSource,
     cfg: &'a ModelConfig,
     device: &'a B::Device,
+    lora: Option<&'a LoraBuilder<'a>>,
+    /// Keep quantized weights in their stored form (a frozen base).
+    stored: bool,
 }
 
 type R<T> = Result<T, ModelError>;
 
 impl<B: Backend> Loader<'_, B> {
+    /// The stored form of `name`, when kept stored.
+    fn stored(&self, name: &str, out: usize, inp: usize) -> R<Option<StoredTensor>> {
+        if !self.stored {
+            return Ok(None);
+        }
+        self.src.tensor_stored(name, [out, inp])
+    }
+
     fn linear(&self, name: &str, out: usize, inp: usize) -> R<Linear<B>> {
-        let v = self.src.tensor_f32(name, &[out, inp])?;
-        Ok(Linear::from_checkpoint(&v, out, inp, self.device))
+        let mut l = match self.stored(name, out, inp)? {
+            Some(t) => Linear::stored(StoredWeight::new(vec![t], [out, inp], 1, self.device)),
+            None => {
+                let v = self.src.tensor_f32(name, &[out, inp])?;
+                Linear::from_checkpoint(&v, out, inp, self.device)
+            }
+        };
+        if let Some(b) = self.lora {
+            l.lora = b.linear(name, inp, out, self.device)?;
+        }
+        Ok(l)
+    }
+
+    /// The adapters of stack `name` (`g` projections `[inp] → [out]`), when targeted.
+    fn lora_stack(&self, name: &str, g: usize, inp: usize, out: usize) -> R<Option<LoraStack<B>>> {
+        match self.lora {
+            Some(b) => b.stack(name, g, inp, out, self.device),
+            None => Ok(None),
+        }
     }
 
     fn vec1(&self, name: &str, n: usize) -> R<Param<Tensor<B, 1>>> {
@@ -68,17 +100,28 @@ impl<B: Backend> Loader<'_, B> {
         let (g, r) = (cfg.o_groups, cfg.o_lora_rank);
         let gin = h * hd / g;
         // wo_a [g·r, gin] → per group [gin, r]
-        let wo = self
-            .src
-            .tensor_f32(&format!("{pre}wo_a.weight"), &[g * r, gin])?;
-        let mut wo_t = vec![0f32; wo.len()];
-        for gi in 0..g {
-            for o in 0..r {
-                for i in 0..gin {
-                    wo_t[(gi * gin + i) * r + o] = wo[(gi * r + o) * gin + i];
-                }
+        let wo_name = format!("{pre}wo_a.weight");
+        let wo_a = match self.stored(&wo_name, g * r, gin)? {
+            Some(t) => {
+                StackWeight::Stored(StoredWeight::new(vec![t], [g * r, gin], g, self.device))
             }
-        }
+            None => {
+                let wo = self.src.tensor_f32(&wo_name, &[g * r, gin])?;
+                let mut wo_t = vec![0f32; wo.len()];
+                for gi in 0..g {
+                    for o in 0..r {
+                        for i in 0..gin {
+                            wo_t[(gi * gin + i) * r + o] = wo[(gi * r + o) * gin + i];
+                        }
+                    }
+                }
+                StackWeight::Dense(Param::from_tensor(tensor_from(
+                    wo_t,
+                    [g, gin, r],
+                    self.device,
+                )))
+            }
+        };
         let indexer = if ratio == 4 {
             let (ih, ihd) = (cfg.index_n_heads, cfg.index_head_dim);
             let ip = format!("{pre}indexer.");
@@ -100,7 +143,8 @@ impl<B: Backend> Loader<'_, B> {
             wq_b: self.linear(&format!("{pre}wq_b.weight"), h * hd, cfg.q_lora_rank)?,
             wkv: self.linear(&format!("{pre}wkv.weight"), hd, d)?,
             kv_norm: self.norm(&format!("{pre}kv_norm.weight"), hd)?,
-            wo_a: Param::from_tensor(tensor_from(wo_t, [g, gin, r], self.device)),
+            wo_a,
+            wo_a_lora: self.lora_stack(&wo_name, g, gin, r)?,
             wo_b: self.linear(&format!("{pre}wo_b.weight"), d, g * r)?,
             attn_sink: self.vec1(&format!("{pre}attn_sink"), h)?,
             compressor: if ratio > 0 {
@@ -165,25 +209,43 @@ impl<B: Backend> Loader<'_, B> {
             self.cfg.moe_intermediate_size,
             self.cfg.n_routed_experts,
         );
-        let stack = |w: &str, out: usize, inp: usize| -> R<Param<Tensor<B, 3>>> {
+        let stack = |w: &str, out: usize, inp: usize| -> R<StackWeight<B>> {
+            let names: Vec<String> = stack_members(&format!("{pre}{w}"), e).collect();
+            let stored = names
+                .iter()
+                .map(|n| self.stored(n, out, inp))
+                .collect::<R<Option<Vec<_>>>>()?;
+            if let Some(parts) = stored {
+                return Ok(StackWeight::Stored(StoredWeight::new(
+                    parts,
+                    [out, inp],
+                    1,
+                    self.device,
+                )));
+            }
             let mut t = Vec::with_capacity(e * inp * out);
-            for name in stack_members(&format!("{pre}{w}"), e) {
+            for name in &names {
                 t.extend(transposed(
-                    &self.src.tensor_f32(&name, &[out, inp])?,
+                    &self.src.tensor_f32(name, &[out, inp])?,
                     out,
                     inp,
                 ));
             }
-            Ok(Param::from_tensor(tensor_from(
+            Ok(StackWeight::Dense(Param::from_tensor(tensor_from(
                 t,
                 [e, inp, out],
                 self.device,
-            )))
+            ))))
         };
+        let lora =
+            |w: &str, inp: usize, out: usize| self.lora_stack(&format!("{pre}{w}"), e, inp, out);
         Ok(RoutedExperts {
             w1: stack("w1", i, d)?,
             w2: stack("w2", d, i)?,
             w3: stack("w3", i, d)?,
+            lora_w1: lora("w1", d, i)?,
+            lora_w2: lora("w2", i, d)?,
+            lora_w3: lora("w3", d, i)?,
         })
     }
 
@@ -257,7 +319,26 @@ impl<B: Backend> Loader<'_, B> {
 impl<B: Backend> V4Model<B> {
     /// Builds the model for `cfg` from `src` (every tensor of [`crate::inventory`]).
     pub fn load(cfg: &ModelConfig, src: &dyn WeightSource, device: &B::Device) -> R<Self> {
-        let l = Loader::<B> { src, cfg, device };
+        Self::load_adapted(cfg, src, None, false, device)
+    }
+
+    /// [`V4Model::load`] with the LoRA adapters `lora` targets attached (new, or as saved);
+    /// `stored`: keep the weights the source holds quantized in their stored form (a frozen
+    /// base, see [`crate::stored_weight`]).
+    pub fn load_adapted(
+        cfg: &ModelConfig,
+        src: &dyn WeightSource,
+        lora: Option<&LoraBuilder<'_>>,
+        stored: bool,
+        device: &B::Device,
+    ) -> R<Self> {
+        let l = Loader::<B> {
+            src,
+            cfg,
+            device,
+            lora,
+            stored,
+        };
         let (v, d) = (cfg.vocab_size, cfg.hidden_size);
         let embed = src.tensor_f32("embed.weight", &[v, d])?;
         Ok(Self {

@@ -3,21 +3,26 @@
 //! routing and gradient checks all go through this one walk. A stacked parameter (the routed
 //! experts' `[E, in, out]` stacks) is visited once, under its stack name
 //! `…ffn.experts.w1` (what the optimizer keys its state by); [`stack_members`] gives the release
-//! names of its matrices (`…ffn.experts.{e}.w1.weight`) and [`stack_of`] goes back.
+//! names of its matrices (`…ffn.experts.{e}.w1.weight`) and [`stack_of`] goes back. LoRA
+//! adapters are visited just before the projection they adapt, as `{projection}.lora_A.weight`
+//! and `.lora_B.weight` (a stack's as one stacked tensor each).
 
 use crate::attention::Attention;
+use crate::base_weight::{StackWeight, Weight};
 use crate::block::Block;
 use crate::compressor::Compressor;
 use crate::linear::Linear;
+use crate::lora::{adapter_names, LoraStack};
 use crate::mhc::{HcHead, HyperConnection};
 use crate::model::V4Model;
 use crate::moe::{Expert, Moe};
 use crate::norm::RmsNorm;
 use crate::routed_experts::RoutedExperts;
 use crate::router::Routing;
+use crate::stored_weight::{StoredWeight, View};
 use burn::module::{Param, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, Int, Tensor};
 
 /// A parameter reference with its storage layout relative to the checkpoint.
 pub enum NamedParam<'a, B: Backend> {
@@ -34,6 +39,13 @@ pub enum NamedParam<'a, B: Backend> {
     /// Routed-expert stack `[E, in, out]`; the checkpoint has one `[out, in]` matrix per expert
     /// under the names of [`stack_members`].
     Experts(&'a Param<Tensor<B, 3>>),
+    /// A frozen weight kept in its stored FP8/FP4 form ([`StoredWeight`]): not a gradient
+    /// parameter; its release tensors are its dequantized values (one matrix, or one per member
+    /// of a routed-expert stack).
+    Stored(&'a StoredWeight<B>),
+    /// A stack of LoRA matrices `[G, in, out]` ([`crate::lora::LoraStack`]); the checkpoint
+    /// has one `[G, out, in]` tensor.
+    Stacked(&'a Param<Tensor<B, 3>>),
 }
 
 impl<B: Backend> NamedParam<'_, B> {
@@ -42,8 +54,10 @@ impl<B: Backend> NamedParam<'_, B> {
         match self {
             NamedParam::Plain1(t) => Some((t.id, 1)),
             NamedParam::Plain2(t) | NamedParam::Transposed(t) => Some((t.id, 2)),
-            NamedParam::Grouped(t) | NamedParam::Experts(t) => Some((t.id, 3)),
-            NamedParam::Int2(_) => None,
+            NamedParam::Grouped(t) | NamedParam::Experts(t) | NamedParam::Stacked(t) => {
+                Some((t.id, 3))
+            }
+            NamedParam::Int2(_) | NamedParam::Stored(_) => None,
         }
     }
 }
@@ -54,6 +68,10 @@ pub trait ParamTensor<B: Backend> {
     type Out: Backend;
     /// The tensor read from `p` (`None`: nothing there, e.g. no gradient).
     fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<Self::Out, D>>;
+    /// Whether this reads values (a stored weight has values, never gradients).
+    fn reads_values(&self) -> bool {
+        false
+    }
 }
 
 /// Reads a parameter's value.
@@ -63,6 +81,9 @@ impl<B: Backend> ParamTensor<B> for Value {
     type Out = B;
     fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<B, D>> {
         Some(p.val())
+    }
+    fn reads_values(&self) -> bool {
+        true
     }
 }
 
@@ -77,11 +98,29 @@ impl<B: AutodiffBackend> ParamTensor<B> for Grad<'_, B> {
 }
 
 impl<B: Backend> NamedParam<'_, B> {
+    /// Elements of a float parameter (integer tables: `None`).
+    pub fn numel(&self) -> Option<usize> {
+        let n = |d: &[usize]| d.iter().product();
+        match self {
+            NamedParam::Plain1(t) => Some(n(&t.dims())),
+            NamedParam::Plain2(t) | NamedParam::Transposed(t) => Some(n(&t.dims())),
+            NamedParam::Grouped(t) | NamedParam::Experts(t) | NamedParam::Stacked(t) => {
+                Some(n(&t.dims()))
+            }
+            NamedParam::Stored(s) => Some(s.members * s.rows * s.cols),
+            NamedParam::Int2(_) => None,
+        }
+    }
+
     /// The release names of the parameter visited as `name`: the names of a stack's matrices,
     /// otherwise `name` itself.
     pub fn release_names(&self, name: &str) -> Vec<String> {
         match self {
             NamedParam::Experts(t) => stack_members(name, t.dims()[0]).collect(),
+            // A stack is visited under its stack name (no `.weight`).
+            NamedParam::Stored(s) if !name.ends_with(".weight") => {
+                stack_members(name, s.members).collect()
+            }
             _ => vec![name.to_string()],
         }
     }
@@ -110,6 +149,24 @@ impl<B: Backend> NamedParam<'_, B> {
                 .read(t)
                 .map(|t| checkpoint_experts(name, t))
                 .unwrap_or_default(),
+            NamedParam::Stacked(t) => read
+                .read(t)
+                .map(|t| {
+                    let t = t.swap_dims(1, 2);
+                    (t.dims().to_vec(), crate::util::to_vec(t))
+                })
+                .map_or(vec![], one),
+            NamedParam::Stored(s) => {
+                if !read.reads_values() {
+                    return vec![];
+                }
+                let v = crate::util::to_vec(s.dequantize(&View::default(), DType::F32));
+                let names = self.release_names(name);
+                v.chunks_exact((s.rows * s.cols).max(1))
+                    .zip(names)
+                    .map(|(m, n)| (n, vec![s.rows, s.cols], m.to_vec()))
+                    .collect()
+            }
             NamedParam::Int2(_) => vec![],
         }
     }
@@ -169,7 +226,24 @@ pub fn stack_of(name: &str) -> Option<(String, usize)> {
 type Visit<'f, 'a, B> = &'f mut dyn FnMut(String, NamedParam<'a, B>);
 
 fn linear<'a, B: Backend>(f: Visit<'_, 'a, B>, name: String, l: &'a Linear<B>) {
-    f(name, NamedParam::Transposed(&l.weight));
+    if let Some(a) = &l.lora {
+        let [an, bn] = adapter_names(&name);
+        f(an, NamedParam::Transposed(&a.a));
+        f(bn, NamedParam::Transposed(&a.b));
+    }
+    match &l.weight {
+        Weight::Dense(p) => f(name, NamedParam::Transposed(p)),
+        Weight::Stored(s) => f(name, NamedParam::Stored(s)),
+    }
+}
+
+/// The adapters of the stack (or grouped projection) `name`, when present.
+fn lora_stack<'a, B: Backend>(f: Visit<'_, 'a, B>, name: &str, l: &'a Option<LoraStack<B>>) {
+    if let Some(l) = l {
+        let [an, bn] = adapter_names(name);
+        f(an, NamedParam::Stacked(&l.a));
+        f(bn, NamedParam::Stacked(&l.b));
+    }
 }
 
 fn norm<'a, B: Backend>(f: Visit<'_, 'a, B>, name: String, n: &'a RmsNorm<B>) {
@@ -190,7 +264,11 @@ fn attention<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, a: &'a Attention<B>
     linear(f, format!("{pre}wq_b.weight"), &a.wq_b);
     linear(f, format!("{pre}wkv.weight"), &a.wkv);
     norm(f, format!("{pre}kv_norm.weight"), &a.kv_norm);
-    f(format!("{pre}wo_a.weight"), NamedParam::Grouped(&a.wo_a));
+    lora_stack(f, &format!("{pre}wo_a.weight"), &a.wo_a_lora);
+    match &a.wo_a {
+        StackWeight::Dense(p) => f(format!("{pre}wo_a.weight"), NamedParam::Grouped(p)),
+        StackWeight::Stored(s) => f(format!("{pre}wo_a.weight"), NamedParam::Stored(s)),
+    }
     linear(f, format!("{pre}wo_b.weight"), &a.wo_b);
     if let Some(c) = &a.compressor {
         compressor(f, &format!("{pre}compressor."), c);
@@ -228,9 +306,17 @@ fn expert<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, e: &'a Expert<B>) {
 }
 
 fn routed_experts<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, r: &'a RoutedExperts<B>) {
-    f(format!("{pre}w1"), NamedParam::Experts(&r.w1));
-    f(format!("{pre}w2"), NamedParam::Experts(&r.w2));
-    f(format!("{pre}w3"), NamedParam::Experts(&r.w3));
+    for (w, p, l) in [
+        ("w1", &r.w1, &r.lora_w1),
+        ("w2", &r.w2, &r.lora_w2),
+        ("w3", &r.w3, &r.lora_w3),
+    ] {
+        lora_stack(f, &format!("{pre}{w}"), l);
+        match p {
+            StackWeight::Dense(p) => f(format!("{pre}{w}"), NamedParam::Experts(p)),
+            StackWeight::Stored(s) => f(format!("{pre}{w}"), NamedParam::Stored(s)),
+        }
+    }
 }
 
 fn moe<'a, B: Backend>(f: Visit<'_, 'a, B>, pre: &str, m: &'a Moe<B>) {

@@ -9,11 +9,14 @@
 //! and routing-weight placement as [`Expert`], and optional FP4 QAT of the weights
 //! ([`crate::expert_qat`]).
 
+use crate::base_weight::StackWeight;
 use crate::dispatch::plan_rounds;
 use crate::expert::{swiglu, Expert};
 use crate::expert_qat::fake_fp4_stack;
 use crate::linear::Linear;
+use crate::lora::LoraStack;
 use crate::precision;
+use crate::stored_weight::{frozen_matmul, StoredWeight, View};
 use crate::util::int_tensor_from;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
@@ -22,28 +25,59 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
 #[derive(Module, Debug)]
 pub struct RoutedExperts<B: Backend> {
     /// Gate projections `[E, d, I]`.
-    pub w1: Param<Tensor<B, 3>>,
+    pub w1: StackWeight<B>,
     /// Down projections `[E, I, d]`.
-    pub w2: Param<Tensor<B, 3>>,
+    pub w2: StackWeight<B>,
     /// Up projections `[E, d, I]`.
-    pub w3: Param<Tensor<B, 3>>,
+    pub w3: StackWeight<B>,
+    /// LoRA adapters of the gate projections, one per expert.
+    pub lora_w1: Option<LoraStack<B>>,
+    /// LoRA adapters of the down projections.
+    pub lora_w2: Option<LoraStack<B>>,
+    /// LoRA adapters of the up projections.
+    pub lora_w3: Option<LoraStack<B>>,
 }
 
-/// The three stacks of a forward (FP4 round trips with QAT), gathered to a round's experts.
-struct Weights<B: Backend> {
-    w1: Tensor<B, 3>,
-    w2: Tensor<B, 3>,
-    w3: Tensor<B, 3>,
+/// One stack in a forward: dense values (FP4 round trips with QAT, compute dtype), or the
+/// frozen stored form.
+enum Stack<'a, B: Backend> {
+    Dense(Tensor<B, 3>),
+    Stored(&'a StoredWeight<B>),
 }
 
-impl<B: Backend> Weights<B> {
-    fn select(&self, experts: &[usize]) -> Self {
-        let ids: Vec<i64> = experts.iter().map(|&e| e as i64).collect();
-        let ids = int_tensor_from::<B, 1>(ids, [experts.len()], &self.w1.device());
-        Self {
-            w1: self.w1.clone().select(0, ids.clone()),
-            w2: self.w2.clone().select(0, ids.clone()),
-            w3: self.w3.clone().select(0, ids),
+impl<'a, B: Backend> Stack<'a, B> {
+    /// The stack `w` for a forward (`fp4`: FP4 QAT of dense weights).
+    fn of(w: &'a StackWeight<B>, fp4: bool) -> Self {
+        match w {
+            StackWeight::Dense(p) => {
+                let v = p.val();
+                Stack::Dense(precision::operand(if fp4 { fake_fp4_stack(v) } else { v }))
+            }
+            // A frozen base is already in its stored form: nothing to fake-quantize.
+            StackWeight::Stored(s) => Stack::Stored(s),
+        }
+    }
+
+    /// `x` `[e, cap, in]` times the stack's matrices of `members` (`None`: all, in order).
+    fn product(&self, x: Tensor<B, 3>, members: Option<&[usize]>) -> Tensor<B, 3> {
+        match self {
+            Stack::Dense(w) => {
+                let w = match members {
+                    Some(m) => {
+                        let ids: Vec<i64> = m.iter().map(|&e| e as i64).collect();
+                        w.clone()
+                            .select(0, int_tensor_from::<B, 1>(ids, [m.len()], &w.device()))
+                    }
+                    None => w.clone(),
+                };
+                precision::matmul_keep(x, w)
+            }
+            Stack::Stored(s) => {
+                let view = View {
+                    members: members.map(<[usize]>::to_vec),
+                };
+                frozen_matmul(x, s, &view)
+            }
         }
     }
 }
@@ -62,11 +96,11 @@ impl<B: Backend> RoutedExperts<B> {
     /// Expert `e` as a separate [`Expert`] with its own parameters (a detached copy of its
     /// matrices, e.g. for a per-expert reference).
     pub fn expert(&self, e: usize) -> Expert<B> {
-        let one = |w: &Param<Tensor<B, 3>>| {
+        let one = |w: &StackWeight<B>| {
             let [_, i, o] = w.dims();
-            Linear {
-                weight: Param::from_tensor(w.val().slice_dim(0, e..e + 1).reshape([i, o]).detach()),
-            }
+            Linear::new(Param::from_tensor(
+                w.val().slice_dim(0, e..e + 1).reshape([i, o]).detach(),
+            ))
         };
         Expert {
             w1: one(&self.w1),
@@ -93,15 +127,11 @@ impl<B: Backend> RoutedExperts<B> {
         if rounds.is_empty() {
             return Tensor::zeros([n, d], (&device, dtype));
         }
-        let stack = |p: &Param<Tensor<B, 3>>| {
-            let v = p.val();
-            precision::operand(if fp4 { fake_fp4_stack(v) } else { v })
-        };
-        let all = Weights {
-            w1: stack(&self.w1),
-            w2: stack(&self.w2),
-            w3: stack(&self.w3),
-        };
+        let (w1, w2, w3) = (
+            Stack::of(&self.w1, fp4),
+            Stack::of(&self.w2, fp4),
+            Stack::of(&self.w3, fp4),
+        );
         // Padding rows read a zero token row `n` with weight 0 and land in a dropped row `n`.
         // Tokens and weights are cast to the compute dtype once for all rounds and projections.
         let xz = precision::operand(Tensor::cat(
@@ -114,14 +144,6 @@ impl<B: Backend> RoutedExperts<B> {
         ));
         let (mut outs, mut dest) = (Vec::new(), Vec::new());
         for r in &rounds {
-            let ws;
-            let wts = match &r.experts {
-                Some(ex) => {
-                    ws = all.select(ex);
-                    &ws
-                }
-                None => &all,
-            };
             let m = r.rows.len();
             let token: Vec<i64> = r
                 .rows
@@ -134,12 +156,21 @@ impl<B: Backend> RoutedExperts<B> {
             let e = m / r.cap;
             let xs = xz.clone().select(0, token.clone()).reshape([e, r.cap, d]);
             let ws = wz.clone().select(0, pair).reshape([e, r.cap, 1]);
+            // Each projection plus its experts' adapters (a round's experts in its order).
+            let members = r.experts.as_deref();
+            let proj = |x: Tensor<B, 3>, w: &Stack<B>, l: &Option<LoraStack<B>>| {
+                let y = w.product(x.clone(), members);
+                match l {
+                    Some(l) => y + l.delta(x, members),
+                    None => y,
+                }
+            };
             let h = swiglu(
-                precision::matmul_keep(xs.clone(), wts.w1.clone()),
-                precision::matmul_keep(xs, wts.w3.clone()),
+                proj(xs.clone(), &w1, &self.lora_w1),
+                proj(xs, &w3, &self.lora_w3),
                 limit,
             ) * ws;
-            let out = precision::matmul_keep(h, wts.w2.clone());
+            let out = proj(h, &w2, &self.lora_w2);
             outs.push(precision::restore(out, dtype).reshape([m, d]));
             dest.push(token);
         }

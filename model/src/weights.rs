@@ -3,6 +3,7 @@
 //! dequantized to f32; the `v4-checkpoints` crate implements it over safetensors shards.
 
 use crate::error::ModelError;
+use crate::stored_weight::StoredTensor;
 
 /// Gives the model the values of checkpoint tensors.
 pub trait WeightSource {
@@ -11,6 +12,16 @@ pub trait WeightSource {
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError>;
     /// The integer values of `name` (`tid2eid`), accepting int32 or int64 storage.
     fn tensor_i64(&self, name: &str, shape: &[usize]) -> Result<Vec<i64>, ModelError>;
+    /// The stored FP8/FP4 form of the matrix `name` (`[out, in]`), when the source holds it
+    /// quantized; `None` when it is stored as floats (read it with [`Self::tensor_f32`]).
+    fn tensor_stored(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<StoredTensor>, ModelError> {
+        let _ = (name, shape);
+        Ok(None)
+    }
 }
 
 /// An in-memory source, for tests and random initialisation.

@@ -295,10 +295,10 @@ fn check(mtp: bool) {
             NamedParam::Plain2(t) | NamedParam::Transposed(t) => {
                 (t.id, f64s(t.val()), t.val().grad(&grads).map(f64s))
             }
-            NamedParam::Grouped(t) | NamedParam::Experts(t) => {
+            NamedParam::Grouped(t) | NamedParam::Experts(t) | NamedParam::Stacked(t) => {
                 (t.id, f64s(t.val()), t.val().grad(&grads).map(f64s))
             }
-            NamedParam::Int2(_) => return,
+            NamedParam::Int2(_) | NamedParam::Stored(_) => return,
         };
         let start = if name == "embed.weight" {
             0

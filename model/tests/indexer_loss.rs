@@ -68,8 +68,10 @@ fn grad_max(p: &NamedParam<'_, AD>, grads: &Grads) -> Option<f32> {
     let v = match p {
         NamedParam::Plain1(t) => t.val().grad(grads).map(values),
         NamedParam::Plain2(t) | NamedParam::Transposed(t) => t.val().grad(grads).map(values),
-        NamedParam::Grouped(t) | NamedParam::Experts(t) => t.val().grad(grads).map(values),
-        NamedParam::Int2(_) => None,
+        NamedParam::Grouped(t) | NamedParam::Experts(t) | NamedParam::Stacked(t) => {
+            t.val().grad(grads).map(values)
+        }
+        NamedParam::Int2(_) | NamedParam::Stored(_) => None,
     }?;
     assert!(v.iter().all(|x| x.is_finite()), "non-finite gradient");
     Some(v.iter().fold(0f32, |m, x| m.max(x.abs())))

@@ -33,6 +33,8 @@ pub struct OptimSettings {
     pub decay: GroupDecay,
     /// Clipping threshold; 0 disables clipping (see [`crate::ClipStats::new`]).
     pub max_grad_norm: f64,
+    /// The optimizer of LoRA adapters: AdamW (default) or Muon (set by the run, `[lora]`).
+    pub adapter_optimizer: OptimizerKind,
 }
 
 impl OptimConfig {
@@ -51,17 +53,28 @@ impl OptimConfig {
             adamw: self.adamw.clone(),
             decay: self.weight_decay.clone(),
             max_grad_norm,
+            adapter_optimizer: OptimizerKind::AdamW,
         })
     }
 }
 
 impl OptimSettings {
+    /// The optimizer of a group in this run.
+    pub fn optimizer_of(&self, group: ParamGroup) -> OptimizerKind {
+        match group {
+            ParamGroup::Adapter => self.adapter_optimizer,
+            g => g.optimizer(),
+        }
+    }
+
     /// Weight decay of a group: the override, else its optimizer's default (0 when excluded).
     pub fn weight_decay(&self, group: ParamGroup) -> f64 {
-        self.decay.get(group).unwrap_or(match group.optimizer() {
-            OptimizerKind::Muon => self.muon.weight_decay,
-            OptimizerKind::AdamW => self.adamw.weight_decay,
-            OptimizerKind::Excluded => 0.0,
-        })
+        self.decay
+            .get(group)
+            .unwrap_or(match self.optimizer_of(group) {
+                OptimizerKind::Muon => self.muon.weight_decay,
+                OptimizerKind::AdamW => self.adamw.weight_decay,
+                OptimizerKind::Excluded => 0.0,
+            })
     }
 }

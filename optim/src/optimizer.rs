@@ -88,6 +88,11 @@ impl<B: Backend> V4Optimizer<B> {
         self.settings.muon.ns_threads = threads.max(1);
     }
 
+    /// Trains LoRA adapters with `kind` (AdamW or Muon) instead of AdamW.
+    pub fn set_adapter_optimizer(&mut self, kind: OptimizerKind) {
+        self.settings.adapter_optimizer = kind;
+    }
+
     /// Builds the optimizer from resolved settings.
     pub fn with_settings(settings: OptimSettings) -> Self {
         Self {
@@ -134,7 +139,7 @@ impl<B: Backend> V4Optimizer<B> {
         let prev = self.take_state(name, group, &dims)?;
         let numel = dims.iter().product::<usize>();
         let zeros = || Tensor::<B, 1>::zeros([numel], (&param.device(), dtype));
-        let (new_param, state) = match group.optimizer() {
+        let (new_param, state) = match self.settings.optimizer_of(group) {
             OptimizerKind::Excluded => return Err(OptimError::Excluded(name.to_string())),
             OptimizerKind::Muon => {
                 let (step, momentum) = match prev {
@@ -193,7 +198,7 @@ impl<B: Backend> V4Optimizer<B> {
         let Some(state) = self.states.get(name) else {
             return Ok(None);
         };
-        if state.kind() != group.optimizer() {
+        if state.kind() != self.settings.optimizer_of(group) {
             return Err(OptimError::StateKind(name.to_string()));
         }
         if state.shape() != dims {

@@ -2,7 +2,9 @@
 //! the LM head, every RMSNorm gain, the mHC static biases and scales (`hc_*_base`, `hc_*_scale`),
 //! attention sinks and compressor position biases (`ape`); Muon for every other matrix
 //! (projections, `hc_*_fn`, router `gate.weight`, experts, MTP `e_proj`/`h_proj`). The router
-//! selection bias `gate.bias` and the hash table `tid2eid` are not gradient parameters.
+//! selection bias `gate.bias` and the hash table `tid2eid` are not gradient parameters. LoRA
+//! adapters (`*.lora_A.weight`, `*.lora_B.weight`) form their own group, AdamW unless a run picks
+//! Muon for them ([`crate::OptimSettings::adapter_optimizer`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -40,13 +42,15 @@ pub enum ParamGroup {
     Vector,
     /// Matrices and stacked matrices (Muon).
     Matrix,
+    /// LoRA adapter matrices (AdamW by default).
+    Adapter,
     /// `gate.bias` and `tid2eid`.
     Excluded,
 }
 
 impl ParamGroup {
     /// All groups, in display order.
-    pub const ALL: [ParamGroup; 9] = [
+    pub const ALL: [ParamGroup; 10] = [
         ParamGroup::Embed,
         ParamGroup::Head,
         ParamGroup::Norm,
@@ -55,10 +59,12 @@ impl ParamGroup {
         ParamGroup::Ape,
         ParamGroup::Vector,
         ParamGroup::Matrix,
+        ParamGroup::Adapter,
         ParamGroup::Excluded,
     ];
 
-    /// The optimizer of this group.
+    /// The optimizer of this group by default (adapters: see
+    /// [`crate::OptimSettings::optimizer_of`]).
     pub fn optimizer(self) -> OptimizerKind {
         match self {
             ParamGroup::Matrix => OptimizerKind::Muon,
@@ -78,6 +84,7 @@ impl ParamGroup {
             ParamGroup::Ape => "ape",
             ParamGroup::Vector => "vector",
             ParamGroup::Matrix => "matrix",
+            ParamGroup::Adapter => "adapter",
             ParamGroup::Excluded => "excluded",
         }
     }
@@ -100,6 +107,7 @@ pub fn route(name: &str, rank: usize) -> Result<ParamGroup> {
         "attn_sink" => ParamGroup::AttnSink,
         "ape" => ParamGroup::Ape,
         "tid2eid" => ParamGroup::Excluded,
+        "lora_A" | "lora_B" => ParamGroup::Adapter,
         "bias" if parent == "gate" => ParamGroup::Excluded,
         l if l.ends_with("norm") => ParamGroup::Norm,
         l if l.starts_with("hc_") && (l.ends_with("_base") || l.ends_with("_scale")) => {
@@ -131,6 +139,8 @@ pub struct GroupDecay {
     pub vector: Option<f64>,
     /// Muon matrices.
     pub matrix: Option<f64>,
+    /// LoRA adapters.
+    pub adapter: Option<f64>,
 }
 
 impl GroupDecay {
@@ -145,6 +155,7 @@ impl GroupDecay {
             ("ape", self.ape),
             ("vector", self.vector),
             ("matrix", self.matrix),
+            ("adapter", self.adapter),
         ];
         for (group, v) in all {
             if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
@@ -167,6 +178,7 @@ impl GroupDecay {
             ParamGroup::Ape => self.ape,
             ParamGroup::Vector => self.vector,
             ParamGroup::Matrix => self.matrix,
+            ParamGroup::Adapter => self.adapter,
             ParamGroup::Excluded => None,
         }
     }

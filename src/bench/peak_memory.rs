@@ -7,9 +7,22 @@ pub fn host_peak_rss() -> Option<u64> {
     vm_hwm(&std::fs::read_to_string("/proc/self/status").ok()?)
 }
 
+/// `VmRSS` of `/proc/self/status` (resident now), bytes.
+pub fn host_rss() -> Option<u64> {
+    vm_field(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmRSS:",
+    )
+}
+
 /// `VmHWM` of `/proc/<pid>/status` text, in bytes.
 fn vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    vm_field(status, "VmHWM:")
+}
+
+/// A `kB` field of `/proc/<pid>/status` text, in bytes.
+fn vm_field(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix(key))?;
     let kb: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb.saturating_mul(1024))
 }

@@ -7,8 +7,8 @@ use super::devices::lookup;
 use super::flops::flops_per_token;
 use super::phases::time_phases;
 use super::step_phases::Phases;
-use crate::recipe::{Dtype, ModelSource, Recipe};
-use crate::train::objectives::{forward_options, freeze_params};
+use crate::recipe::{Dtype, Recipe};
+use crate::train::objectives::step_options;
 use crate::train::step::{train_step, StepConfig};
 use crate::train::trainer::check_dtype;
 use crate::train::BatchSource;
@@ -16,7 +16,9 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use std::time::Instant;
-use v4_model::{inventory, V4Model, WeightSource};
+use v4_model::inventory;
+use v4_model::lora::is_adapter;
+use v4_model::named::NamedParam;
 use v4_optim::{LrSchedule, V4Optimizer};
 
 /// How to run the benchmark.
@@ -65,6 +67,16 @@ pub struct BenchReport {
     pub mfu: Option<f64>,
     /// Peak memory, bytes, and what it measures.
     pub peak_memory: Option<(u64, String)>,
+    /// Host memory the loaded model holds (resident set after loading minus before), bytes;
+    /// CPU backend only.
+    pub model_memory: Option<u64>,
+    /// Bytes the model's frozen / trained base weights hold (stored FP8/FP4 weights at their
+    /// stored size, the rest f32), computed from the loaded model.
+    pub base_bytes: u64,
+    /// Bytes of LoRA adapters (f32), computed from the loaded model.
+    pub adapter_bytes: u64,
+    /// Host resident set before the model was loaded (binary, data loader), bytes; CPU only.
+    pub memory_before_load: Option<u64>,
     /// Seconds per step by phase (isolated parts; `other` the remainder).
     pub phases: Phases,
     /// Last timed step's loss (a sanity check).
@@ -88,16 +100,22 @@ pub fn bench<B: AutodiffBackend>(
     check_dtype::<B>(recipe, device)?;
     let cfg = recipe.model.resolve().context("[model]")?;
     let mut data = BatchSource::open(recipe, &cfg, None)?;
-    let model = match &recipe.model.source {
-        ModelSource::Dir(dir) => {
-            let src = v4_checkpoints::ModelDir::open(dir)
-                .with_context(|| format!("opening {}", dir.display()))?;
-            V4Model::<B>::load(&cfg, &src as &dyn WeightSource, device)
-                .with_context(|| format!("loading {}", dir.display()))?
-        }
-        ModelSource::Preset(_) => V4Model::<B>::init(&cfg, recipe.train.seed, device)?,
+    let before = super::peak_memory::host_rss();
+    let mut model = crate::train::model_setup::build::<B>(recipe, &cfg, None, device)?.model;
+    let (mut base_bytes, mut adapter_bytes) = (0u64, 0u64);
+    model.visit_named(&mut |name, p| match p {
+        NamedParam::Stored(s) => base_bytes += s.stored_bytes() as u64,
+        p if is_adapter(&name) => adapter_bytes += 4 * p.numel().unwrap_or(0) as u64,
+        p => base_bytes += 4 * p.numel().unwrap_or(0) as u64,
+    });
+    let model_memory = match (
+        opts.device_name.as_str(),
+        before,
+        super::peak_memory::host_rss(),
+    ) {
+        ("cpu", Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
     };
-    let (mut model, _) = freeze_params(model, recipe.train.freeze);
     let mut optimizer = V4Optimizer::<B::InnerBackend>::new(&recipe.optim)?;
     if opts.device_name == "cpu" {
         optimizer.set_ns_threads(rayon::current_num_threads());
@@ -105,7 +123,7 @@ pub fn bench<B: AutodiffBackend>(
     let schedule = LrSchedule::new(recipe.schedule.clone())?;
     let step_cfg = StepConfig {
         recipe,
-        opts: forward_options(recipe),
+        opts: step_options(recipe, &model),
     };
     let t = &recipe.train;
     let tokens = t.global_batch() * t.seq_len;
@@ -195,6 +213,10 @@ pub fn bench<B: AutodiffBackend>(
         mfu: peak.as_ref().map(|(p, _)| achieved / (p * 1e12)),
         peak_tflops: peak,
         peak_memory: memory,
+        model_memory,
+        base_bytes,
+        adapter_bytes,
+        memory_before_load: before.filter(|_| opts.device_name == "cpu"),
         phases,
         loss,
     })

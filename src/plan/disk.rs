@@ -2,10 +2,11 @@
 //! in the release layout written as F32 (`tid2eid` stays I64) in shards of at most 5 GB, its
 //! shard index, `config.json` and `LICENSE`; `optimizer.safetensors` (per trained parameter an
 //! i64 step counter and its f32 moments, flattened, plus the shapes as JSON metadata);
-//! `trainer_state.json` (with a copy of the recipe) and the data cursor.
+//! `trainer_state.json` (with a copy of the recipe) and the data cursor. A LoRA run's checkpoint
+//! holds its adapters instead of the model.
 
-use super::params::{gets_gradient, numel, state_factor};
-use crate::recipe::Recipe;
+use super::params::{gets_gradient, lora_param_bytes, numel, state_factor};
+use crate::recipe::{FinetuneMode, Recipe};
 use v4_model::{inventory, ModelConfig, ReleaseDtype, TensorSpec};
 
 /// Default `max_shard_size` of `v4_checkpoints::WriteOptions`, which training checkpoints use.
@@ -55,8 +56,22 @@ fn model_entry_bytes(spec: &TensorSpec) -> u64 {
     numel(spec) * width
 }
 
+/// A LoRA checkpoint: `adapters.safetensors` (f32 adapters), `adapter.json` and the adapters'
+/// optimizer state (headers bounded generously per adapter tensor).
+fn lora_checkpoint_size(cfg: &ModelConfig, recipe: &Recipe) -> CheckpointSize {
+    let p = lora_param_bytes(cfg, recipe);
+    CheckpointSize {
+        model: p.gradients,
+        optimizer: p.optimizer + 8 * p.trained_tensors as u64,
+        metadata: 512 * p.trained_tensors as u64 + SMALL_FILES,
+    }
+}
+
 /// Size of the checkpoint directory `train::checkpoint::save` writes for `cfg` under `recipe`.
 pub fn checkpoint_size(cfg: &ModelConfig, recipe: &Recipe) -> CheckpointSize {
+    if recipe.finetune.mode == FinetuneMode::Lora {
+        return lora_checkpoint_size(cfg, recipe);
+    }
     let inv = inventory(cfg);
     let mut out = CheckpointSize::default();
 

@@ -1,10 +1,15 @@
 //! Parameter memory: every tensor of the release inventory held as an f32 master copy; an f32
 //! gradient for each parameter a step differentiates; its optimizer state by the routing of
-//! `v4_optim::route` (Muon: one momentum, AdamW: two moments, both f32).
+//! `v4_optim::route` (Muon: one momentum, AdamW: two moments, both f32). A LoRA run
+//! (`[finetune] mode = "lora"`) holds its frozen base as stored (FP8: a byte per weight, FP4:
+//! half a byte, plus one E8M0 byte per scale block) or as f32, and gives gradients and optimizer
+//! state to its adapters only ([`lora_param_bytes`]).
 
 use super::activations::mtp_blocks_run;
-use crate::recipe::Recipe;
+use crate::recipe::{AdapterOptimizer, BaseStorage, FinetuneMode, Recipe};
 use crate::train::objectives::trainable;
+use v4_model::lora::LoraSpec;
+use v4_model::named::stack_of;
 use v4_model::{inventory, ModelConfig, ReleaseDtype, TensorSpec};
 use v4_optim::{route, OptimizerKind};
 
@@ -88,8 +93,68 @@ pub fn gets_gradient(cfg: &ModelConfig, recipe: &Recipe, spec: &TensorSpec) -> b
     true
 }
 
+/// Bytes a LoRA run's frozen base holds for `spec`: its stored size when kept stored and
+/// quantized in the release, f32 otherwise.
+pub fn base_bytes(spec: &TensorSpec, storage: BaseStorage) -> u64 {
+    let n = numel(spec);
+    let (r, c) = match spec.shape[..] {
+        [r, c] => (r as u64, c as u64),
+        _ => return n * 4,
+    };
+    match (storage, spec.dtype) {
+        (BaseStorage::Stored, ReleaseDtype::Fp8Block) => n + r.div_ceil(128) * c.div_ceil(128),
+        (BaseStorage::Stored, ReleaseDtype::Fp4Expert) => n / 2 + r * c.div_ceil(32),
+        _ => n * 4,
+    }
+}
+
+/// Adapter elements of the release tensor `spec` under `lora` (0 when not targeted): `r·(in +
+/// out)` per matrix; a routed expert under its stack's name; `wo_a` per group.
+pub fn adapter_elements(cfg: &ModelConfig, lora: &LoraSpec, spec: &TensorSpec) -> u64 {
+    let [out, inp] = match spec.shape[..] {
+        [o, i] => [o as u64, i as u64],
+        _ => return 0,
+    };
+    let key = stack_of(&spec.name).map_or(spec.name.clone(), |(stack, _)| stack);
+    let Some(r) = lora.rank_for(&key) else {
+        return 0;
+    };
+    let r = r as u64;
+    if spec.name.ends_with(".attn.wo_a.weight") {
+        let g = cfg.o_groups as u64;
+        return r * (g * inp + out);
+    }
+    r * (inp + out)
+}
+
+/// Parameter, gradient and optimizer bytes of a LoRA run: the frozen base (see [`base_bytes`])
+/// plus f32 adapters, whose gradients and optimizer state are the only ones.
+pub fn lora_param_bytes(cfg: &ModelConfig, recipe: &Recipe) -> ParamBytes {
+    let Some(lr) = &recipe.lora else {
+        return ParamBytes::default();
+    };
+    let spec = lr.spec(recipe.train.seed);
+    let moments = match lr.optimizer {
+        AdapterOptimizer::Adamw => 2,
+        AdapterOptimizer::Muon => 1,
+    };
+    let mut out = ParamBytes::default();
+    for t in inventory(cfg) {
+        out.weights += base_bytes(&t, recipe.finetune.base);
+        let a = adapter_elements(cfg, &spec, &t) * 4;
+        out.weights += a;
+        out.gradients += a;
+        out.optimizer += a * moments;
+        out.trained_tensors += usize::from(a > 0) * 2;
+    }
+    out
+}
+
 /// Parameter, gradient and optimizer bytes of `cfg` trained under `recipe`.
 pub fn param_bytes(cfg: &ModelConfig, recipe: &Recipe) -> ParamBytes {
+    if recipe.finetune.mode == FinetuneMode::Lora {
+        return lora_param_bytes(cfg, recipe);
+    }
     let mut out = ParamBytes::default();
     for spec in inventory(cfg) {
         let n = numel(&spec);

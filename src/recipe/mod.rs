@@ -1,5 +1,6 @@
 //! The training recipe (`v4train recipe.toml`): a TOML file with the sections `[model]`,
-//! `[data]`, `[train]`, `[optim]`, `[schedule]`, `[loss]`, `[checkpoint]` and `[log]`, plus
+//! `[data]`, `[train]`, `[finetune]`, `[lora]`, `[optim]`, `[schedule]`, `[loss]`,
+//! `[checkpoint]` and `[log]`, plus
 //! `--set section.key=value` overrides. [`Recipe::load`] parses, applies the overrides, checks
 //! every value and reports problems as `file:line: [section] key message`.
 
@@ -7,7 +8,9 @@ mod checkpoint;
 mod data;
 mod de;
 mod error;
+mod finetune;
 mod log;
+mod lora;
 mod loss;
 mod model;
 mod overrides;
@@ -25,7 +28,9 @@ use v4_optim::{LrSchedule, OptimConfig, ScheduleConfig};
 pub use checkpoint::{CheckpointConfig, Resume};
 pub use data::{DataRecipe, DataSource, SyntheticData, TokenFile, TokenFormat};
 pub use error::{Location, RecipeError, Result};
+pub use finetune::{BaseStorage, FinetuneConfig, FinetuneMode};
 pub use log::LogConfig;
+pub use lora::{AdapterOptimizer, LoraRecipe};
 pub use loss::LossConfig;
 pub use model::{ModelRecipe, ModelSource};
 pub use overrides::Override;
@@ -38,10 +43,12 @@ use de::{blame, path, typed};
 use source::SourceMap;
 
 /// The top-level sections, in file order.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 10] = [
     "model",
     "data",
     "train",
+    "finetune",
+    "lora",
     "optim",
     "schedule",
     "loss",
@@ -58,6 +65,10 @@ pub struct Recipe {
     pub data: DataRecipe,
     /// `[train]`: steps, batch geometry, precision, policies.
     pub train: TrainConfig,
+    /// `[finetune]`: full training or LoRA, and how a LoRA base is held.
+    pub finetune: FinetuneConfig,
+    /// `[lora]`: the adapters of a LoRA run (`None` without the section).
+    pub lora: Option<LoraRecipe>,
     /// `[optim]`: Muon / AdamW settings (`v4_optim::OptimConfig`, V4 defaults).
     pub optim: OptimConfig,
     /// `[schedule]`: learning-rate schedule (`v4_optim::ScheduleConfig`); `total_steps`
@@ -135,6 +146,7 @@ impl Recipe {
             section("train")?,
             section("optim")?,
         );
+        let (finetune, lora) = (section("finetune")?, section("lora")?);
         let (mut schedule, loss, checkpoint, log) = (
             section("schedule")?,
             section("loss")?,
@@ -150,6 +162,7 @@ impl Recipe {
             return Err(src.error(&path(&["train", key]), message));
         }
         let model = ModelRecipe::parse(src, model)?;
+        let (finetune, lora) = parse_finetune(src, finetune, lora, &model, &train)?;
         let data = DataRecipe::parse(src, data, &train)?;
         if let Some(cfg) = &model.config {
             data.check_vocab(src, cfg.vocab_size)?;
@@ -183,6 +196,8 @@ impl Recipe {
             model,
             data,
             train,
+            finetune,
+            lora,
             optim: optim_cfg,
             schedule: schedule_cfg,
             loss,
@@ -191,6 +206,53 @@ impl Recipe {
             origin,
         })
     }
+}
+
+/// `[finetune]` and `[lora]`: a LoRA run needs a checkpoint `dir` to adapt, and `[lora]` is
+/// only meaningful in one.
+fn parse_finetune(
+    src: &SourceMap<'_>,
+    finetune: Table,
+    lora: Table,
+    model: &ModelRecipe,
+    train: &TrainConfig,
+) -> Result<(FinetuneConfig, Option<LoraRecipe>)> {
+    let has_lora = !lora.is_empty();
+    let ft: FinetuneConfig = typed(src, &["finetune"], Value::Table(finetune))?;
+    let lr: LoraRecipe = typed(src, &["lora"], Value::Table(lora))?;
+    if ft.mode == FinetuneMode::Full {
+        if has_lora {
+            return Err(src.error(
+                &path(&["lora"]),
+                "is set but [finetune] mode is \"full\"; set [finetune] mode = \"lora\"",
+            ));
+        }
+        return Ok((ft, None));
+    }
+    if !matches!(model.source, ModelSource::Dir(_)) {
+        return Err(src.error(
+            &path(&["finetune", "mode"]),
+            "= \"lora\" adapts a checkpoint: set [model] dir to the base model's directory",
+        ));
+    }
+    if train.freeze != Freeze::None {
+        return Err(src.error(
+            &path(&["train", "freeze"]),
+            "cannot be combined with [finetune] mode = \"lora\" (only adapters train there)",
+        ));
+    }
+    lr.spec(train.seed)
+        .validate()
+        .map_err(|m| src.error(&path(&["lora"]), m))?;
+    if lr.dropout > 0.0 && train.activation_checkpointing == ActivationCheckpointing::Block {
+        // The block recomputation's graph-free pass draws no dropout masks, so the loss and the
+        // recomputed blocks would see different adapters' inputs.
+        return Err(src.error(
+            &path(&["lora", "dropout"]),
+            "must be 0 with [train] activation_checkpointing = \"block\"",
+        ));
+    }
+    Ok((ft, Some(lr)))
 }
 
 /// Removes the table of section `name` (empty when absent).

@@ -1,5 +1,5 @@
 //! Training checkpoints: `step-000123/` holds the model in the release layout (f32, so resume is
-//! exact), the optimizer state (`optimizer.safetensors`), the data loader's cursor for text /
+//! exact) — for a LoRA run its adapters instead ([`crate::adapter_files`]) — the optimizer state (`optimizer.safetensors`), the data loader's cursor for text /
 //! chat data (`data_cursor.json`) and `trainer_state.json`: the step, the run's id, how the run
 //! was made ([`Provenance`]) and the SHA-256 of every other file. A checkpoint is written into a
 //! temporary directory (removed again if the save fails) and renamed, so a killed or failed save
@@ -8,6 +8,7 @@
 
 use super::checksums::{checksum_dir, verify, Corruption};
 use super::provenance::Provenance;
+use crate::adapter_files::{self, AdapterConfig};
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,7 @@ pub fn save<B: AutodiffBackend>(
     dir: &Path,
     step: u64,
     model: &V4Model<B>,
+    adapters: Option<&AdapterConfig>,
     optimizer: &V4Optimizer<B::InnerBackend>,
     who: &RunIdentity,
     data_cursor: Option<&str>,
@@ -93,7 +95,7 @@ pub fn save<B: AutodiffBackend>(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
-    let written = write_into(&tmp, step, model, optimizer, who, data_cursor);
+    let written = write_into(&tmp, step, model, adapters, optimizer, who, data_cursor);
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e.context(format!(
@@ -115,17 +117,26 @@ fn write_into<B: AutodiffBackend>(
     tmp: &Path,
     step: u64,
     model: &V4Model<B>,
+    adapters: Option<&AdapterConfig>,
     optimizer: &V4Optimizer<B::InnerBackend>,
     who: &RunIdentity,
     data_cursor: Option<&str>,
 ) -> Result<()> {
     let cfg = &model.config;
-    let opts = WriteOptions {
-        dtype: OutputDtype::F32,
-        force: true,
-        ..WriteOptions::default()
-    };
-    write_checkpoint(tmp, cfg, &inventory(cfg), &opts, model_tensors(model))?;
+    match adapters {
+        Some(a) => {
+            std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            adapter_files::save(tmp, model, a)?;
+        }
+        None => {
+            let opts = WriteOptions {
+                dtype: OutputDtype::F32,
+                force: true,
+                ..WriteOptions::default()
+            };
+            write_checkpoint(tmp, cfg, &inventory(cfg), &opts, model_tensors(model))?;
+        }
+    }
     let opt_file = tmp.join(OPTIMIZER);
     optimizer
         .save_state(&opt_file)

@@ -4,8 +4,10 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod checksums;
+pub mod eval;
 pub mod grads;
 pub mod loss;
+pub mod model_setup;
 pub mod objectives;
 pub mod optimizer_step;
 pub mod preflight;

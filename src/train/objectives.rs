@@ -5,12 +5,27 @@
 //! (0.3, then 0.1 from the start of LR decay). The model computes the per-layer terms
 //! ([`LayerAux`]); this module weighs them, accumulates loads over micro-batches, and freezes.
 
-use crate::recipe::{Attention, Dtype, Freeze, Recipe};
+use crate::recipe::{Attention, Dtype, FinetuneMode, Freeze, Recipe};
+use v4_model::lora::is_adapter;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use std::collections::HashSet;
 use v4_model::{load_ratios, AttentionMode, ForwardOptions, LayerAux, Precision, V4Model};
+
+/// Forward switches of a training step of `model` under `recipe`: the indexer KL is computed
+/// only when something it reaches trains (in a LoRA run, only adapters of the indexer).
+pub fn step_options<B: AutodiffBackend>(recipe: &Recipe, model: &V4Model<B>) -> ForwardOptions {
+    let mut opts = forward_options(recipe);
+    if recipe.finetune.mode == FinetuneMode::Lora {
+        let mut indexer_adapters = false;
+        model.visit_named(&mut |name, _| {
+            indexer_adapters |= is_adapter(&name) && name.contains(".attn.indexer.");
+        });
+        opts.indexer_loss &= indexer_adapters;
+    }
+    opts
+}
 
 /// Forward switches of a training step under `recipe`.
 pub fn forward_options(recipe: &Recipe) -> ForwardOptions {
@@ -125,16 +140,19 @@ pub fn trainable(name: &str, freeze: Freeze) -> bool {
     }
 }
 
-/// Marks the frozen parameters as not requiring gradients, so backward never computes them (in
+/// Marks the parameters `learns` rejects (by name) as not requiring gradients, so backward never computes them (in
 /// the indexer warm-up only the indexers' KL is differentiated) and the optimizer, which updates
 /// only what has a gradient, leaves them alone. Returns the model and how many parameter
 /// tensors stay trainable.
-pub fn freeze_params<B: AutodiffBackend>(model: V4Model<B>, freeze: Freeze) -> (V4Model<B>, usize) {
+pub fn freeze_params<B: AutodiffBackend>(
+    model: V4Model<B>,
+    learns: &dyn Fn(&str) -> bool,
+) -> (V4Model<B>, usize) {
     let mut frozen = HashSet::new();
     let mut kept = 0;
     model.visit_named(&mut |name, p| {
         if let Some((id, _)) = p.float_id() {
-            if trainable(&name, freeze) {
+            if learns(&name) {
                 kept += 1;
             } else {
                 frozen.insert(id);

@@ -12,7 +12,8 @@ use super::loss::cross_entropy;
 use super::objectives::{aux_loss, aux_values, StepLoads};
 use super::optimizer_step::apply_optimizer;
 use super::recompute::backward_by_block;
-use crate::recipe::{ActivationCheckpointing, Freeze, LossConfig, NanPolicy, Recipe};
+use super::token_file::splitmix;
+use crate::recipe::{ActivationCheckpointing, FinetuneMode, Freeze, LossConfig, NanPolicy, Recipe};
 use anyhow::{anyhow, bail, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -62,6 +63,9 @@ pub fn train_step<B: AutodiffBackend>(
     (step, lr, mtp_weight): (u64, f64, f64),
     device: &B::Device,
 ) -> Result<(V4Model<B>, StepResult)> {
+    // Random ops (LoRA dropout) draw from the backend's generator, seeded per step: a resumed
+    // run draws what an uninterrupted one would.
+    B::seed(device, splitmix(cfg.recipe.train.seed ^ splitmix(step)));
     let loss_cfg = &cfg.recipe.loss;
     let ignore = loss_cfg.ignore_index;
     // CE is averaged over every trained token of the step, not per micro-batch: with SFT masks
@@ -150,7 +154,9 @@ pub fn train_step<B: AutodiffBackend>(
     let t0 = Instant::now();
     model = apply_optimizer(model, grads, optimizer, lr).map_err(|e| anyhow!(e))?;
     let rate = loss_cfg.balance_bias_rate;
-    if rate > 0.0 && cfg.recipe.train.freeze == Freeze::None {
+    // The selection bias is part of the base: frozen in the indexer warm-up and under LoRA.
+    let base_trains = cfg.recipe.finetune.mode == FinetuneMode::Full;
+    if rate > 0.0 && cfg.recipe.train.freeze == Freeze::None && base_trains {
         model = model.update_balance_bias(&r.loads.loads, rate)?;
     }
     B::sync(device).map_err(|e| anyhow!("device sync: {e:?}"))?;

@@ -7,26 +7,27 @@
 
 use super::batches::{fingerprint_metric, BatchSource, FNV_START};
 use super::checkpoint::{self, RunIdentity};
-use super::objectives::{forward_options, freeze_params};
+use super::model_setup;
+use super::objectives::step_options;
 use super::optimizer_step::check_state_names;
 use super::preflight;
 use super::provenance::Provenance;
 use super::run_dir::RunDir;
 use super::step::{train_step, StepConfig};
 use super::step_log::StepLog;
+use crate::adapter_files::AdapterConfig;
 use crate::metrics::{MetricsJsonl, TensorBoardWriter};
-use crate::recipe::{Dtype, ModelSource, NanPolicy, Recipe};
+use crate::recipe::{AdapterOptimizer, Dtype, ModelSource, NanPolicy, Recipe};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::DType;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use v4_checkpoints::ModelDir;
-use v4_model::{ModelConfig, V4Model, WeightSource};
-use v4_optim::{LrSchedule, V4Optimizer};
+use v4_model::V4Model;
+use v4_optim::{LrSchedule, OptimizerKind, V4Optimizer};
 
 /// How to start a run, besides the recipe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,6 +58,10 @@ struct Session<B: AutodiffBackend> {
     who: RunIdentity,
     start_step: u64,
     model: V4Model<B>,
+    /// The adapter configuration of a LoRA run (its checkpoints hold adapters only).
+    adapters: Option<AdapterConfig>,
+    /// (trainable, total) parameter elements.
+    params: (u64, u64),
     optimizer: V4Optimizer<B::InnerBackend>,
     data: BatchSource,
     schedule: LrSchedule,
@@ -108,17 +113,6 @@ pub fn check_dtype<B: Backend>(recipe: &Recipe, device: &B::Device) -> Result<()
         );
     }
     Ok(())
-}
-
-/// The weights of the checkpoint directory `dir` (a release-layout model or a `step-N/`).
-fn load_model<B: AutodiffBackend>(
-    cfg: &ModelConfig,
-    dir: &Path,
-    device: &B::Device,
-) -> Result<V4Model<B>> {
-    let source = ModelDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-    V4Model::<B>::load(cfg, &source as &dyn WeightSource, device)
-        .with_context(|| format!("loading {}", dir.display()))
 }
 
 /// Takes the run directory, decides where the run starts, checks it can finish (outputs
@@ -177,30 +171,26 @@ fn setup<B: AutodiffBackend>(
     if !opts.gpu {
         optimizer.set_ns_threads(rayon::current_num_threads());
     }
-    let model = match (resume_from, &recipe.model.source) {
-        (Some(path), _) => {
-            let model = load_model::<B>(&cfg, path, device)?;
-            let f = checkpoint::optimizer_file(path);
-            optimizer
-                .load_state(&f, device)
-                .with_context(|| format!("loading the optimizer state {}", f.display()))?;
-            check_state_names(&model, &optimizer, &f)?;
-            model
+    if let Some(lr) = &recipe.lora {
+        if lr.optimizer == AdapterOptimizer::Muon {
+            optimizer.set_adapter_optimizer(OptimizerKind::Muon);
         }
-        (None, ModelSource::Dir(dir)) => {
-            let model = load_model::<B>(&cfg, dir, device)?;
-            eprintln!("fine-tuning the weights of {}", dir.display());
-            model
-        }
-        (None, ModelSource::Preset(_)) => V4Model::<B>::init(&cfg, recipe.train.seed, device)?,
-    };
-    let (model, trainable) = freeze_params(model, recipe.train.freeze);
-    if trainable == 0 {
-        bail!(
-            "[train] freeze = {:?} leaves no trainable parameter in this model",
-            recipe.train.freeze
-        );
     }
+    let run_model = model_setup::build::<B>(recipe, &cfg, resume_from, device)?;
+    if let Some(path) = resume_from {
+        let f = checkpoint::optimizer_file(path);
+        optimizer
+            .load_state(&f, device)
+            .with_context(|| format!("loading the optimizer state {}", f.display()))?;
+        check_state_names(&run_model.model, &optimizer, &f)?;
+    }
+    let params = (run_model.trainable, run_model.total);
+    eprintln!(
+        "parameters: {} trainable of {} ({:.2}%)",
+        count(params.0),
+        count(params.1),
+        100.0 * params.0 as f64 / params.1.max(1) as f64
+    );
     let resumed = resume_from.map(|_| start_step);
     let jsonl = jsonl_path
         .map(|p| MetricsJsonl::open(p, resumed))
@@ -213,7 +203,9 @@ fn setup<B: AutodiffBackend>(
             provenance: Provenance::of(recipe),
         },
         start_step,
-        model,
+        model: run_model.model,
+        adapters: run_model.adapters,
+        params,
         optimizer,
         data,
         schedule: LrSchedule::new(recipe.schedule.clone())?,
@@ -254,7 +246,7 @@ fn train_loop<B: AutodiffBackend>(
     let t = &recipe.train;
     let step_cfg = StepConfig {
         recipe,
-        opts: forward_options(recipe),
+        opts: step_options(recipe, &s.model),
     };
     let seq = t.seq_len;
     if s.start_step >= t.steps {
@@ -310,7 +302,11 @@ fn train_loop<B: AutodiffBackend>(
             let eta = run_start.elapsed().as_secs_f64() / (done - s.start_step) as f64
                 * (t.steps - done) as f64;
             let log = StepLog::new(&r, &model, lr, tokens_per_s, mtp_w);
-            let line = format!("step {done}/{} {} eta {eta:.0}s", t.steps, log.line());
+            let mut line = format!("step {done}/{} {}", t.steps, log.line());
+            if s.params.0 < s.params.1 {
+                line += &format!(" trainable {}/{}", count(s.params.0), count(s.params.1));
+            }
+            line += &format!(" eta {eta:.0}s");
             s.logs.write(&log, &s.data, done, fingerprint, &bar, line)?;
         }
         if t.nan_policy == NanPolicy::Skip && skipped >= t.max_consecutive_skips {
@@ -333,6 +329,7 @@ fn train_loop<B: AutodiffBackend>(
                 s.run_dir.path(),
                 done,
                 &model,
+                s.adapters.as_ref(),
                 &s.optimizer,
                 &s.who,
                 s.data.checkpoint_state()?.as_deref(),
@@ -348,6 +345,16 @@ fn train_loop<B: AutodiffBackend>(
     }
     bar.finish_and_clear();
     Ok(losses)
+}
+
+/// A parameter count, short (`1.23M`).
+fn count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
 }
 
 impl Logs {
