@@ -405,15 +405,24 @@ fn lora_sections_are_checked() {
     let lora = "[model]\ndir = \"base\"\n[finetune]\nmode = \"lora\"\n[lora]\nrank = 4\n";
     let r = Recipe::from_str_named(lora, "recipe.toml", &[]).unwrap();
     assert_eq!(r.lora.as_ref().map(|l| l.rank), Some(4));
-    let e = error("[model]\npreset = \"v4-flash\"\n[finetune]\nmode = \"lora\"\n", &[]);
-    assert!(e.contains("[finetune] mode") && e.contains("[model] dir"), "{e}");
+    let e = error(
+        "[model]\npreset = \"v4-flash\"\n[finetune]\nmode = \"lora\"\n",
+        &[],
+    );
+    assert!(
+        e.contains("[finetune] mode") && e.contains("[model] dir"),
+        "{e}"
+    );
     let e = error("[model]\ndir = \"base\"\n[lora]\nrank = 4\n", &[]);
     assert!(e.contains("[lora]") && e.contains("mode = \"lora\""), "{e}");
     let e = error(lora, &["lora.rank=0"]);
     assert!(e.contains("[lora]") && e.contains("rank"), "{e}");
     let e = error(
         lora,
-        &["lora.dropout=0.1", "train.activation_checkpointing=\"block\""],
+        &[
+            "lora.dropout=0.1",
+            "train.activation_checkpointing=\"block\"",
+        ],
     );
     assert!(e.contains("[lora] dropout must be 0"), "{e}");
     let e = error(lora, &["lora.targets=[]"]);

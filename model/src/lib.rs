@@ -3,9 +3,9 @@
 
 pub mod attention;
 pub mod attention_decode;
-pub mod base_weight;
 pub mod balance;
 pub mod balance_loss;
+pub mod base_weight;
 pub mod block;
 pub mod broadcast;
 pub mod compressor;
@@ -27,8 +27,8 @@ pub mod inventory;
 pub mod kv_cache;
 pub mod layer_aux;
 pub mod linear;
-pub mod lora;
 mod load;
+pub mod lora;
 pub mod masks;
 pub mod mhc;
 pub mod model;

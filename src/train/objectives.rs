@@ -6,11 +6,11 @@
 //! ([`LayerAux`]); this module weighs them, accumulates loads over micro-batches, and freezes.
 
 use crate::recipe::{Attention, Dtype, FinetuneMode, Freeze, Recipe};
-use v4_model::lora::is_adapter;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use std::collections::HashSet;
+use v4_model::lora::is_adapter;
 use v4_model::{load_ratios, AttentionMode, ForwardOptions, LayerAux, Precision, V4Model};
 
 /// Forward switches of a training step of `model` under `recipe`: the indexer KL is computed
