@@ -2,8 +2,9 @@
 //! a LoRA run — the release's stored FP8/FP4 form ([`StoredWeight`]), which has no gradient and
 //! is dequantized where it is used.
 
+use crate::frozen_matmul::frozen_matmul;
 use crate::precision;
-use crate::stored_weight::{frozen_matmul, StoredWeight, View};
+use crate::stored_weight::{StoredWeight, View};
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, DType, Tensor};
 

@@ -5,9 +5,10 @@
 
 use crate::base_weight::Weight;
 use crate::expert_qat::fake_fp4_weight;
+use crate::frozen_matmul::frozen_matmul;
 use crate::linear::Linear;
 use crate::precision;
-use crate::stored_weight::{frozen_matmul, View};
+use crate::stored_weight::View;
 use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};

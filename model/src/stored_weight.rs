@@ -4,12 +4,7 @@
 //! the backward pass — so a LoRA run holds the base at its stored size (the dequantized copy of
 //! one weight lives only while its matmul runs).
 //!
-//! Under an autodiff backend a plain `x · W` would keep the dequantized `W` for backward. The
-//! product therefore runs as its own autodiff op ([`frozen_matmul`]) whose backward dequantizes
-//! again and returns only `∂x` (the base gets no gradient). Burn 0.21 offers custom backward ops
-//! only per concrete backend, so the op is provided for `Autodiff<Flex>` (and `Autodiff<Cuda>`
-//! with the `cuda` feature), found by type at run time; any other backend falls back to
-//! dequantize-then-matmul, which is the same product.
+//! The product with it is [`crate::frozen_matmul`].
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
@@ -162,14 +157,14 @@ impl<B: Backend> StoredWeight<B> {
 
 /// The tensors and geometry of a stored weight, on any backend.
 #[derive(Debug, Clone)]
-struct Parts<B: Backend> {
-    codes: Tensor<B, 1, Int>,
-    scales: Tensor<B, 1, Int>,
-    members: usize,
-    rows: usize,
-    cols: usize,
-    fp4: bool,
-    groups: usize,
+pub(crate) struct Parts<B: Backend> {
+    pub(crate) codes: Tensor<B, 1, Int>,
+    pub(crate) scales: Tensor<B, 1, Int>,
+    pub(crate) members: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) fp4: bool,
+    pub(crate) groups: usize,
 }
 
 /// A lookup table `[n, w]` in `dtype`.
@@ -178,7 +173,7 @@ fn table<B: Backend>(values: Vec<f32>, w: usize, dtype: DType, device: &B::Devic
     Tensor::from_data(TensorData::new(values, [n, w]), (device, dtype))
 }
 
-fn dequantize<B: Backend>(p: Parts<B>, view: &View, dtype: DType) -> Tensor<B, 3> {
+pub(crate) fn dequantize<B: Backend>(p: Parts<B>, view: &View, dtype: DType) -> Tensor<B, 3> {
     let device = p.codes.device();
     let [r, c] = [p.rows, p.cols];
     let [sr, sc] = if p.fp4 {
@@ -226,163 +221,6 @@ fn dequantize<B: Backend>(p: Parts<B>, view: &View, dtype: DType) -> Tensor<B, 3
     w.reshape([g * k, r / k, c])
 }
 
-/// `x · Wᵀ` for the stored `W` seen through `view` (`[G, out, in]`): `x` `[rows, in]` with
-/// `G` = 1, or `[G, rows, in]`; the result is in `x`'s dtype. Under autodiff the backward
-/// dequantizes `W` again and gives `x` its gradient; `W` gets none.
-pub fn frozen_matmul<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    w: &StoredWeight<B>,
-    view: &View,
-) -> Tensor<B, D> {
-    #[cfg(feature = "cuda")]
-    let x = match autodiff_op::with::<B, burn::backend::Cuda, D>(x, w, view) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    let x = match autodiff_op::with::<B, burn::backend::Flex, D>(x, w, view) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    let wt = w.dequantize(view, x.dtype()).swap_dims(1, 2);
-    match D {
-        2 => {
-            let [_, i, o] = wt.dims();
-            let y = x.reshape([0, 0]).matmul(wt.reshape([i, o]));
-            let d = y.dims();
-            y.reshape(resize::<D>(&d))
-        }
-        _ => {
-            let d = x.dims();
-            let y = x.reshape([d[0], d[1], d[D - 1]]).matmul(wt);
-            let d = y.dims();
-            y.reshape(resize::<D>(&d))
-        }
-    }
-}
-
-/// `dims` as a `D`-dimensional shape (same rank).
-fn resize<const D: usize>(dims: &[usize]) -> [usize; D] {
-    let mut out = [0; D];
-    out.copy_from_slice(&dims[..D]);
-    out
-}
-
-/// The custom autodiff op of [`frozen_matmul`] for `Autodiff<I>`.
-mod autodiff_op {
-    use super::{dequantize, Parts, StoredWeight, View};
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::backend::Backend;
-    use burn::tensor::ops::{FloatTensor, IntTensor};
-    use burn::tensor::{Int, Tensor, TensorPrimitive};
-    use std::any::{Any, TypeId};
-
-    /// `t` as a `U` when it is one.
-    fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
-        if TypeId::of::<T>() != TypeId::of::<U>() {
-            return Err(t);
-        }
-        let boxed: Box<dyn Any> = Box::new(t);
-        match boxed.downcast::<U>() {
-            Ok(u) => Ok(*u),
-            Err(_) => unreachable!("the type ids are equal"),
-        }
-    }
-
-    /// What the backward needs: the stored weight and the view (no dequantized copy).
-    #[derive(Debug, Clone)]
-    struct State<I: Backend> {
-        parts: Parts<I>,
-        view: View,
-        dtype: burn::tensor::DType,
-        rank: usize,
-    }
-
-    impl<I: Backend> State<I> {
-        /// `Wᵀ` as the primitive the product multiplies by (`[in, out]` or `[G, in, out]`).
-        fn weight_t(&self) -> FloatTensor<I> {
-            let wt = dequantize(self.parts.clone(), &self.view, self.dtype).swap_dims(1, 2);
-            if self.rank == 2 {
-                let [_, i, o] = wt.dims();
-                wt.reshape([i, o]).into_primitive().tensor()
-            } else {
-                wt.into_primitive().tensor()
-            }
-        }
-    }
-
-    #[derive(Debug)]
-    struct FrozenMatmul;
-
-    impl<I: Backend> Backward<I, 1> for FrozenMatmul {
-        type State = State<I>;
-
-        fn backward(self, ops: Ops<State<I>, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let w = ops.state.weight_t();
-            unary::<I, _>(ops.parents, ops.node, grads, |g| {
-                I::float_matmul(g, I::float_transpose(w))
-            });
-        }
-    }
-
-    /// Runs the op when `B` is `Autodiff<I>`; otherwise gives `x` back.
-    pub fn with<B: Backend, I: Backend, const D: usize>(
-        x: Tensor<B, D>,
-        w: &StoredWeight<B>,
-        view: &View,
-    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        if TypeId::of::<B>() != TypeId::of::<Autodiff<I>>() {
-            return Err(x);
-        }
-        let int = |t: Tensor<B, 1, Int>| -> Option<Tensor<I, 1, Int>> {
-            cast::<IntTensor<B>, IntTensor<I>>(t.into_primitive())
-                .ok()
-                .map(Tensor::from_primitive)
-        };
-        let (Some(codes), Some(scales)) = (int(w.codes.val()), int(w.scales.val())) else {
-            return Err(x);
-        };
-        let dtype = x.dtype();
-        let state = State::<I> {
-            parts: Parts {
-                codes,
-                scales,
-                members: w.members,
-                rows: w.rows,
-                cols: w.cols,
-                fp4: w.fp4,
-                groups: w.groups,
-            },
-            view: view.clone(),
-            dtype,
-            rank: D,
-        };
-        type Ad<I> = FloatTensor<Autodiff<I, NoCheckpointing>>;
-        let prim = x.into_primitive().tensor();
-        let xa: Ad<I> = match cast::<FloatTensor<B>, Ad<I>>(prim) {
-            Ok(a) => a,
-            Err(p) => return Err(Tensor::from_primitive(TensorPrimitive::Float(p))),
-        };
-        let wt = state.weight_t();
-        let y = I::float_matmul(xa.primitive.clone(), wt);
-        let out = match FrozenMatmul
-            .prepare::<NoCheckpointing>([xa.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        match cast::<Ad<I>, FloatTensor<B>>(out) {
-            Ok(p) => Ok(Tensor::from_primitive(TensorPrimitive::Float(p))),
-            Err(_) => unreachable!("B is Autodiff<I>"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,51 +236,5 @@ mod tests {
         assert_eq!(e2m1(0xA), -1.0);
         assert_eq!(e8m0(127), 1.0);
         assert_eq!(e8m0(120), 2f32.powi(-7));
-    }
-
-    /// `Autodiff<Flex>` takes the custom op, whose gradient is the dense product's.
-    #[test]
-    fn autodiff_op_is_taken_and_differentiates_like_dense() {
-        use burn::backend::{Autodiff, Flex};
-        type AD = Autodiff<Flex>;
-        let dev = Default::default();
-        // A 3×40 FP4 matrix (two groups per row, the second partial) and its dense value.
-        let codes: Vec<u8> = (0..60u8).map(|i| i.wrapping_mul(37)).collect();
-        let scales: Vec<u8> = (0..6u8).map(|i| 124 + i).collect();
-        let part = StoredTensor {
-            fp4: true,
-            codes,
-            scales,
-        };
-        let w = StoredWeight::<AD>::new(vec![part], [3, 40], 1, &dev);
-        let x = Tensor::<AD, 2>::from_data(
-            TensorData::new(
-                (0..80).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
-                [2, 40],
-            ),
-            &dev,
-        )
-        .require_grad();
-        let y = autodiff_op::with::<AD, Flex, 2>(x.clone(), &w, &View::default())
-            .unwrap_or_else(|_| panic!("the custom op was not taken"));
-        let g = y.clone().powi_scalar(2).sum().backward();
-        let gx = crate::util::to_vec(x.grad(&g).unwrap());
-        let dense = w
-            .dequantize(&View::default(), DType::F32)
-            .reshape([3, 40])
-            .detach();
-        let x2 = x.clone().detach().require_grad();
-        let y2 = x2.clone().matmul(dense.transpose());
-        let g2 = y2.clone().powi_scalar(2).sum().backward();
-        // Same values up to the GEMM's summation order (operand layouts differ).
-        let close = |a: Vec<f32>, b: Vec<f32>| {
-            let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-            a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-6 * m)
-        };
-        assert!(close(
-            crate::util::to_vec(y.inner()),
-            crate::util::to_vec(y2.inner())
-        ));
-        assert!(close(gx, crate::util::to_vec(x2.grad(&g2).unwrap())));
     }
 }
