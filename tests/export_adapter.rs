@@ -3,16 +3,17 @@
 //! pure-Rust check of PEFT's math — the weight deltas PEFT rebuilds from the exported tensors
 //! equal v4train's `s·B@A` for every exported adapter.
 //!
-//! Python proof (not in CI; torch, transformers 5.24, peft 0.21 in /tmp/tv): the ignored test
-//! writes both checkpoints, their PEFT exports, token ids and v4train's f32 logits (fake
-//! quantization off), then `peft_check.py` loads the same base + adapters in transformers:
+//! Python proof (not in CI; a venv with torch, transformers ≥ 5.8 and peft — checked with 5.24
+//! and 0.21.2 — at $VENV): the ignored test writes both checkpoints, their PEFT exports, token
+//! ids and v4train's f32 logits (fake quantization off), then `bench/peft_check.py` loads the
+//! same base + adapters in transformers:
 //!
 //! ```sh
 //! D=/tmp/peft_proof
 //! V4TRAIN_PEFT_PROOF=$D cargo test --test export_adapter -- --ignored --nocapture
-//! PY=/tmp/tv/bin/python; M=tests/fixtures/tiny_a
-//! $PY /tmp/peft_check.py --model $M --no-adapter --ids $D/ids.json --out $D/hf_base.safetensors
-//! for v in default all; do $PY /tmp/peft_check.py --model $M --adapter $D/$v/peft \
+//! PY=$VENV/bin/python; M=tests/fixtures/tiny_a
+//! $PY bench/peft_check.py --model $M --no-adapter --ids $D/ids.json --out $D/hf_base.safetensors
+//! for v in default all; do $PY bench/peft_check.py --model $M --adapter $D/$v/peft \
 //!   --ids $D/ids.json --out $D/hf_$v.safetensors; done
 //! $PY $D/compare.py $D
 //! ```
