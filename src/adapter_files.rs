@@ -5,8 +5,8 @@
 //! the [`LoraSpec`] and the identity of the base it was trained on), beside the optimizer state,
 //! data cursor and trainer state of every checkpoint.
 
+use crate::tensor_file::write_f32;
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -92,25 +92,10 @@ pub fn save<B: burn::tensor::backend::Backend>(
     if tensors.is_empty() {
         bail!("the model carries no LoRA adapter to save");
     }
-    write_tensors(&dir.join(ADAPTERS), &tensors)?;
+    write_f32(&dir.join(ADAPTERS), &tensors, None)?;
     let p = dir.join(ADAPTER_CONFIG);
     std::fs::write(&p, serde_json::to_vec_pretty(config)?)
         .with_context(|| format!("writing {}", p.display()))
-}
-
-/// Writes f32 tensors into one safetensors file.
-pub fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, path)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads `adapter.json` of the checkpoint (or adapter directory) `dir`.

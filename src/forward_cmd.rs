@@ -11,6 +11,7 @@ use v4_checkpoints::ModelDir;
 use v4_model::{
     check_token_ids, inventory, ForwardOptions, SampleBounds, SampleLayout, V4Model, WeightSource,
 };
+use v4train::tensor_file::write_f32;
 
 /// Arguments of `v4train forward`.
 #[derive(clap::Args, Debug)]
@@ -80,27 +81,6 @@ pub fn read_int_matrix(path: &Path, name: &str) -> anyhow::Result<(Vec<i64>, [us
     Ok((ids, [shape[0], shape[1]]))
 }
 
-fn write_outputs(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> anyhow::Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            Ok((
-                n.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
 fn host<B: Backend, const D: usize>(
     name: String,
     t: Tensor<B, D>,
@@ -162,7 +142,7 @@ pub fn run<B: Backend>(args: &ForwardArgs, device: &B::Device) -> anyhow::Result
         tensors.push(host(format!("hidden.{n}"), h));
     }
     let fwd_s = t1.elapsed().as_secs_f64();
-    write_outputs(&args.output, tensors)?;
+    write_f32(&args.output, &tensors, None)?;
     eprintln!(
         "forward: {} × {} tokens ({samples} samples), load {:.2}s, forward {:.3}s ({:.0} tokens/s), fake quant {}, wrote {}",
         shape[0],
@@ -211,9 +191,10 @@ fn decode<B: Backend>(
             out.extend_from_slice(&step[r * v..(r + 1) * v]);
         }
     }
-    write_outputs(
+    write_f32(
         &args.output,
-        vec![("decode_logits".into(), vec![b, n, v], out)],
+        &[("decode_logits".into(), vec![b, n, v], out)],
+        None,
     )?;
     eprintln!(
         "forward: {b} × {s} tokens, load {load_s:.2}s, prefill {p} tokens {prefill_s:.3}s, \

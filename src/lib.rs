@@ -7,4 +7,5 @@ pub mod metrics;
 pub mod peft_export;
 pub mod plan;
 pub mod recipe;
+pub mod tensor_file;
 pub mod train;

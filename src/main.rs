@@ -15,6 +15,7 @@ mod global_args;
 mod merge_cmd;
 mod optim_plan_cmd;
 mod train_cmd;
+mod write_args;
 
 use burn::backend::Autodiff;
 use clap::{Parser, Subcommand};

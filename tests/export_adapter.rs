@@ -487,7 +487,7 @@ fn write_peft_proof_inputs() {
         eprintln!("{name}: {s:?}");
         out.push((name.to_string(), vec![2, 32, 256], logits(&model, &ids)));
     }
-    adapter_files::write_tensors(&dir.join("v4train_logits.safetensors"), &out).unwrap();
+    v4train::tensor_file::write_f32(&dir.join("v4train_logits.safetensors"), &out, None).unwrap();
     std::fs::write(dir.join("compare.py"), COMPARE_PY).unwrap();
 }
 

@@ -16,10 +16,11 @@ use v4_model::lora::{LoraBuilder, LoraSpec};
 use v4_model::named::stack_of;
 use v4_model::{inventory, ForwardOptions, ReleaseDtype, V4Model, WeightSource};
 use v4train::adapter_files::{
-    adapter_tensors, base_hash, read_config, read_tensors, save, write_tensors, AdapterConfig,
-    BaseIdentity, ADAPTERS, ADAPTER_CONFIG,
+    adapter_tensors, base_hash, read_config, read_tensors, save, AdapterConfig, BaseIdentity,
+    ADAPTERS, ADAPTER_CONFIG,
 };
 use v4train::merge::{merge, MergeError, MergeOptions, MergeReport, REPORT_FILE};
+use v4train::tensor_file::write_f32;
 
 /// Range of the random `B` values: updates of ‖ΔW‖/‖W‖ ≈ 5% on the tiny fixtures.
 const B_AMP: f32 = 0.01;
@@ -374,7 +375,7 @@ fn edited(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>
         .collect();
     t.sort_by(|a, b| a.0.cmp(&b.0));
     edit(&mut t);
-    write_tensors(&dst.join(ADAPTERS), &t).unwrap();
+    write_f32(&dst.join(ADAPTERS), &t, None).unwrap();
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #[path = "../../src/export_cmd.rs"]
 mod export_cmd;
+#[path = "../../src/write_args.rs"]
+mod write_args;
 
 mod common;
 
@@ -19,9 +21,9 @@ struct Cli {
 #[test]
 fn defaults_and_parsing() {
     let c = Cli::try_parse_from(["x", "--model", "a", "--out", "b"]).unwrap();
-    assert_eq!(c.export.dtype, OutputDtype::Fp8);
-    assert_eq!(c.export.max_shard_size, 5_000_000_000);
-    assert!(!c.export.force);
+    assert_eq!(c.export.write.dtype, OutputDtype::Fp8);
+    assert_eq!(c.export.write.max_shard_size, 5_000_000_000);
+    assert!(!c.export.write.force);
     let c = Cli::try_parse_from([
         "x",
         "--model",
@@ -36,7 +38,11 @@ fn defaults_and_parsing() {
     ])
     .unwrap();
     assert_eq!(
-        (c.export.dtype, c.export.max_shard_size, c.export.force),
+        (
+            c.export.write.dtype,
+            c.export.write.max_shard_size,
+            c.export.write.force
+        ),
         (OutputDtype::Bf16, 200_000, true)
     );
     assert!(Cli::try_parse_from(["x", "--model", "a", "--out", "b", "--dtype", "int4"]).is_err());

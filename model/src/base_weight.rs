@@ -48,14 +48,6 @@ impl<B: Backend> Weight<B> {
         }
     }
 
-    /// The parameter, when dense.
-    pub fn param(&self) -> Option<&Param<Tensor<B, 2>>> {
-        match self {
-            Weight::Dense(p) => Some(p),
-            Weight::Stored(_) => None,
-        }
-    }
-
     /// `x · W` for `x` `[rows, in]`; `eligible`: at the current compute precision (else f32).
     pub fn product(&self, x: Tensor<B, 2>, eligible: bool) -> Tensor<B, 2> {
         match (self, eligible) {
@@ -80,14 +72,6 @@ impl<B: Backend> StackWeight<B> {
         match self {
             StackWeight::Dense(p) => p.val(),
             StackWeight::Stored(s) => s.dequantize(&View::default(), DType::F32).swap_dims(1, 2),
-        }
-    }
-
-    /// The parameter, when dense.
-    pub fn param(&self) -> Option<&Param<Tensor<B, 3>>> {
-        match self {
-            StackWeight::Dense(p) => Some(p),
-            StackWeight::Stored(_) => None,
         }
     }
 }

@@ -6,8 +6,8 @@
 //! `Autodiff<Cuda>` with the `cuda` feature), found by type at run time; any other backend
 //! falls back to dequantize-then-matmul, the same product.
 
-use crate::stored_weight::{StoredWeight, View};
-use burn::tensor::{backend::Backend, Tensor};
+use crate::stored_weight::{dequantize, Parts, StoredWeight, View};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 /// `x · Wᵀ` for the stored `W` seen through `view` (`[G, out, in]`): `x` `[rows, in]` with
 /// `G` = 1, or `[G, rows, in]`; the result is in `x`'s dtype. Under autodiff the backward
@@ -26,33 +26,28 @@ pub fn frozen_matmul<B: Backend, const D: usize>(
         Ok(y) => return y,
         Err(x) => x,
     };
-    let wt = w.dequantize(view, x.dtype()).swap_dims(1, 2);
-    match D {
-        2 => {
-            let [_, i, o] = wt.dims();
-            let y = x.reshape([0, 0]).matmul(wt.reshape([i, o]));
-            let d = y.dims();
-            y.reshape(resize::<D>(&d))
-        }
-        _ => {
-            let d = x.dims();
-            let y = x.reshape([d[0], d[1], d[D - 1]]).matmul(wt);
-            let d = y.dims();
-            y.reshape(resize::<D>(&d))
-        }
-    }
+    let dtype = x.dtype();
+    x.matmul(weight_t::<B, D>(w.parts(), view, dtype))
 }
 
-/// `dims` as a `D`-dimensional shape (same rank).
-fn resize<const D: usize>(dims: &[usize]) -> [usize; D] {
-    let mut out = [0; D];
-    out.copy_from_slice(&dims[..D]);
-    out
+/// `Wᵀ` of `view` as the product's right operand, in `dtype`: `[in, out]` for `D` = 2 (one
+/// member), `[G, in, out]` for `D` = 3.
+fn weight_t<B: Backend, const D: usize>(p: Parts<B>, view: &View, dtype: DType) -> Tensor<B, D> {
+    assert!(
+        D == 2 || D == 3,
+        "a frozen product is 2-D or 3-D, not {D}-D"
+    );
+    let wt = dequantize(p, view, dtype).swap_dims(1, 2);
+    let dims = wt.dims();
+    let mut shape = [0; D];
+    shape.copy_from_slice(&dims[3 - D..]);
+    wt.reshape(shape)
 }
 
 /// The custom autodiff op of [`frozen_matmul`] for `Autodiff<I>`.
 mod autodiff_op {
-    use crate::stored_weight::{dequantize, Parts, StoredWeight, View};
+    use super::weight_t;
+    use crate::stored_weight::{Parts, StoredWeight, View};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -87,12 +82,11 @@ mod autodiff_op {
     impl<I: Backend> State<I> {
         /// `Wᵀ` as the primitive the product multiplies by (`[in, out]` or `[G, in, out]`).
         fn weight_t(&self) -> FloatTensor<I> {
-            let wt = dequantize(self.parts.clone(), &self.view, self.dtype).swap_dims(1, 2);
+            let (p, v, d) = (self.parts.clone(), &self.view, self.dtype);
             if self.rank == 2 {
-                let [_, i, o] = wt.dims();
-                wt.reshape([i, o]).into_primitive().tensor()
+                weight_t::<I, 2>(p, v, d).into_primitive().tensor()
             } else {
-                wt.into_primitive().tensor()
+                weight_t::<I, 3>(p, v, d).into_primitive().tensor()
             }
         }
     }

@@ -16,7 +16,7 @@ pub use crate::lora_spec::{
 };
 use crate::precision;
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Distribution, Int, Tensor, TensorData};
 
 /// Inverted dropout on the adapter input, only while autodiff records (training).
 fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B, D> {
@@ -76,11 +76,6 @@ impl<B: Backend> Lora<B> {
         let h = mm(dropout(x, self.dropout), self.a.val());
         mm(h, self.b.val()).mul_scalar(self.scale)
     }
-
-    /// The weight update `s · A B` in Burn orientation `[in, out]` (for merging).
-    pub fn merged_delta(&self) -> Tensor<B, 2> {
-        self.a.val().matmul(self.b.val()).mul_scalar(self.scale)
-    }
 }
 
 /// Adapters of a stack of projections (`[G, in, out]`), one per member, applied batch-wise.
@@ -123,22 +118,15 @@ impl<B: Backend> LoraStack<B> {
     }
 
     /// `s · B_g(A_g x)` for `x` `[G', rows, in]`, where member `members[i]` adapts batch `i`
-    /// (`None`: all members in order).
-    pub fn delta(&self, x: Tensor<B, 3>, members: Option<&[usize]>) -> Tensor<B, 3> {
+    /// (`members`: an index tensor, see [`crate::util::index_tensor`]; `None`: all in order).
+    pub fn delta(&self, x: Tensor<B, 3>, members: Option<&Tensor<B, 1, Int>>) -> Tensor<B, 3> {
         let (mut a, mut b) = (self.a.val(), self.b.val());
-        if let Some(m) = members {
-            let ids: Vec<i64> = m.iter().map(|&e| e as i64).collect();
-            let ids = crate::util::int_tensor_from::<B, 1>(ids, [m.len()], &a.device());
+        if let Some(ids) = members {
             a = a.select(0, ids.clone());
-            b = b.select(0, ids);
+            b = b.select(0, ids.clone());
         }
         let h = precision::matmul(dropout(x, self.dropout), a);
         precision::matmul(h, b).mul_scalar(self.scale)
-    }
-
-    /// `s · A_g B_g` `[G, in, out]` (for merging).
-    pub fn merged_delta(&self) -> Tensor<B, 3> {
-        self.a.val().matmul(self.b.val()).mul_scalar(self.scale)
     }
 }
 

@@ -68,9 +68,11 @@ pub trait ParamTensor<B: Backend> {
     type Out: Backend;
     /// The tensor read from `p` (`None`: nothing there, e.g. no gradient).
     fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<Self::Out, D>>;
-    /// Whether this reads values (a stored weight has values, never gradients).
-    fn reads_values(&self) -> bool {
-        false
+    /// What is read from a stored weight: its dequantized matrices `[members, rows, cols]` (f32)
+    /// for values; nothing for gradients (it has none).
+    fn read_stored(&self, s: &StoredWeight<B>) -> Option<Tensor<Self::Out, 3>> {
+        let _ = s;
+        None
     }
 }
 
@@ -82,8 +84,8 @@ impl<B: Backend> ParamTensor<B> for Value {
     fn read<const D: usize>(&self, p: &Param<Tensor<B, D>>) -> Option<Tensor<B, D>> {
         Some(p.val())
     }
-    fn reads_values(&self) -> bool {
-        true
+    fn read_stored(&self, s: &StoredWeight<B>) -> Option<Tensor<B, 3>> {
+        Some(s.dequantize(&View::default(), DType::F32))
     }
 }
 
@@ -157,10 +159,10 @@ impl<B: Backend> NamedParam<'_, B> {
                 })
                 .map_or(vec![], one),
             NamedParam::Stored(s) => {
-                if !read.reads_values() {
+                let Some(t) = read.read_stored(s) else {
                     return vec![];
-                }
-                let v = crate::util::to_vec(s.dequantize(&View::default(), DType::F32));
+                };
+                let v = crate::util::to_vec(t);
                 let names = self.release_names(name);
                 v.chunks_exact((s.rows * s.cols).max(1))
                     .zip(names)

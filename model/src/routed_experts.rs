@@ -18,9 +18,9 @@ use crate::linear::Linear;
 use crate::lora::LoraStack;
 use crate::precision;
 use crate::stored_weight::{StoredWeight, View};
-use crate::util::int_tensor_from;
+use crate::util::{index_tensor, int_tensor_from};
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, IndexingUpdateOp, Tensor};
+use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Tensor};
 
 /// Routed experts, stacked.
 #[derive(Module, Debug)]
@@ -37,6 +37,13 @@ pub struct RoutedExperts<B: Backend> {
     pub lora_w2: Option<LoraStack<B>>,
     /// LoRA adapters of the up projections.
     pub lora_w3: Option<LoraStack<B>>,
+}
+
+/// The experts of a dispatch round: host positions and their index tensor (built once per round
+/// for every stack and adapter it selects from).
+struct Members<'a, B: Backend> {
+    list: &'a [usize],
+    ids: Tensor<B, 1, Int>,
 }
 
 /// One stack in a forward: dense values (FP4 round trips with QAT, compute dtype), or the
@@ -60,22 +67,18 @@ impl<'a, B: Backend> Stack<'a, B> {
     }
 
     /// `x` `[e, cap, in]` times the stack's matrices of `members` (`None`: all, in order).
-    fn product(&self, x: Tensor<B, 3>, members: Option<&[usize]>) -> Tensor<B, 3> {
+    fn product(&self, x: Tensor<B, 3>, members: Option<&Members<B>>) -> Tensor<B, 3> {
         match self {
             Stack::Dense(w) => {
                 let w = match members {
-                    Some(m) => {
-                        let ids: Vec<i64> = m.iter().map(|&e| e as i64).collect();
-                        w.clone()
-                            .select(0, int_tensor_from::<B, 1>(ids, [m.len()], &w.device()))
-                    }
+                    Some(m) => w.clone().select(0, m.ids.clone()),
                     None => w.clone(),
                 };
                 precision::matmul_keep(x, w)
             }
             Stack::Stored(s) => {
                 let view = View {
-                    members: members.map(<[usize]>::to_vec),
+                    members: members.map(|m| m.list.to_vec()),
                 };
                 frozen_matmul(x, s, &view)
             }
@@ -158,11 +161,15 @@ impl<B: Backend> RoutedExperts<B> {
             let xs = xz.clone().select(0, token.clone()).reshape([e, r.cap, d]);
             let ws = wz.clone().select(0, pair).reshape([e, r.cap, 1]);
             // Each projection plus its experts' adapters (a round's experts in its order).
-            let members = r.experts.as_deref();
+            let members = r.experts.as_deref().map(|list| Members {
+                list,
+                ids: index_tensor::<B>(list, &device),
+            });
+            let members = members.as_ref();
             let proj = |x: Tensor<B, 3>, w: &Stack<B>, l: &Option<LoraStack<B>>| {
                 let y = w.product(x.clone(), members);
                 match l {
-                    Some(l) => y + l.delta(x, members),
+                    Some(l) => y + l.delta(x, members.map(|m| &m.ids)),
                     None => y,
                 }
             };

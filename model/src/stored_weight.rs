@@ -118,11 +118,7 @@ impl<B: Backend> StoredWeight<B> {
 
     /// Scale-grid shape of one matrix.
     pub fn scale_grid(&self) -> [usize; 2] {
-        if self.fp4 {
-            [self.rows, self.cols.div_ceil(FP4_GROUP)]
-        } else {
-            [self.rows.div_ceil(FP8_BLOCK), self.cols.div_ceil(FP8_BLOCK)]
-        }
+        scale_grid(self.fp4, self.rows, self.cols)
     }
 
     /// Bytes held (codes and scales).
@@ -142,7 +138,8 @@ impl<B: Backend> StoredWeight<B> {
         dequantize(self.parts(), view, dtype)
     }
 
-    fn parts(&self) -> Parts<B> {
+    /// The tensors and geometry, for the product ([`crate::frozen_matmul`]).
+    pub(crate) fn parts(&self) -> Parts<B> {
         Parts {
             codes: self.codes.val(),
             scales: self.scales.val(),
@@ -167,6 +164,16 @@ pub(crate) struct Parts<B: Backend> {
     pub(crate) groups: usize,
 }
 
+/// Scale-grid shape of one `[rows, cols]` matrix: one scale per 32 inputs (FP4) or per
+/// 128×128 block (FP8).
+fn scale_grid(fp4: bool, rows: usize, cols: usize) -> [usize; 2] {
+    if fp4 {
+        [rows, cols.div_ceil(FP4_GROUP)]
+    } else {
+        [rows.div_ceil(FP8_BLOCK), cols.div_ceil(FP8_BLOCK)]
+    }
+}
+
 /// A lookup table `[n, w]` in `dtype`.
 fn table<B: Backend>(values: Vec<f32>, w: usize, dtype: DType, device: &B::Device) -> Tensor<B, 2> {
     let n = values.len() / w;
@@ -176,16 +183,11 @@ fn table<B: Backend>(values: Vec<f32>, w: usize, dtype: DType, device: &B::Devic
 pub(crate) fn dequantize<B: Backend>(p: Parts<B>, view: &View, dtype: DType) -> Tensor<B, 3> {
     let device = p.codes.device();
     let [r, c] = [p.rows, p.cols];
-    let [sr, sc] = if p.fp4 {
-        [r, c.div_ceil(FP4_GROUP)]
-    } else {
-        [r.div_ceil(FP8_BLOCK), c.div_ceil(FP8_BLOCK)]
-    };
+    let [sr, sc] = scale_grid(p.fp4, r, c);
     let (mut codes, mut scales) = (p.codes, p.scales);
     let mut g = p.members;
     if let Some(m) = &view.members {
-        let ids: Vec<i64> = m.iter().map(|&e| e as i64).collect();
-        let ids = crate::util::int_tensor_from::<B, 1>(ids, [m.len()], &device);
+        let ids = crate::util::index_tensor::<B>(m, &device);
         let per = codes.dims()[0] / g.max(1);
         let picked = codes.reshape([g, per]).select(0, ids.clone());
         let spicked = scales.reshape([g, sr * sc]).select(0, ids);

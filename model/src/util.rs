@@ -32,6 +32,12 @@ pub fn int_tensor_from<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// The index tensor of host positions `ids` (for `select`).
+pub fn index_tensor<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    int_tensor_from(v, [ids.len()], device)
+}
+
 /// A bool tensor from host values.
 pub fn bool_tensor_from<B: Backend, const D: usize>(
     values: Vec<bool>,

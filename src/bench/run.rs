@@ -12,7 +12,7 @@ use crate::train::objectives::step_options;
 use crate::train::step::{train_step, StepConfig};
 use crate::train::trainer::check_dtype;
 use crate::train::BatchSource;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use std::time::Instant;
@@ -98,7 +98,7 @@ pub fn bench<B: AutodiffBackend>(
     peak_memory: impl Fn() -> Option<(u64, String)>,
 ) -> Result<BenchReport> {
     check_dtype::<B>(recipe, device)?;
-    let cfg = recipe.model.resolve().context("[model]")?;
+    let cfg = recipe.model.config()?;
     let mut data = BatchSource::open(recipe, &cfg, None)?;
     let before = super::peak_memory::host_rss();
     let mut model = crate::train::model_setup::build::<B>(recipe, &cfg, None, device)?.model;

@@ -14,9 +14,9 @@ pub mod readme;
 pub mod targets;
 
 use crate::adapter_files::{self, ADAPTERS, ADAPTER_CONFIG};
+use crate::tensor_file::write_f32_parts;
 use anyhow::{bail, Context, Result};
 use modules::{Adapter, PeftModule, Skipped, Tensor};
-use safetensors::{tensor::TensorView, Dtype};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -97,24 +97,13 @@ fn prepare_out(out: &Path, force: bool) -> Result<()> {
 
 /// Writes `modules`' tensors (f32, PyTorch-format metadata) to `path`.
 fn write_weights(path: &Path, modules: &[PeftModule]) -> Result<usize> {
-    let mut tensors = Vec::new();
-    for m in modules {
-        tensors.push((format!("{}.lora_A.weight", m.key), &m.a));
-        tensors.push((format!("{}.lora_B.weight", m.key), &m.b));
-    }
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, (_, v))| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, (s, _)), b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let tensors = modules.iter().flat_map(|m| {
+        [("lora_A", &m.a), ("lora_B", &m.b)]
+            .map(|(ab, (s, v))| (format!("{}.{ab}.weight", m.key), s.as_slice(), v.as_slice()))
+    });
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(tensors.len())
+    write_f32_parts(path, tensors, Some(meta))?;
+    Ok(2 * modules.len())
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -8,6 +8,7 @@
 use super::activations::mtp_blocks_run;
 use crate::recipe::{AdapterOptimizer, BaseStorage, FinetuneMode, Recipe};
 use crate::train::objectives::trainable;
+use v4_checkpoints::QuantFormat;
 use v4_model::lora::LoraSpec;
 use v4_model::named::stack_of;
 use v4_model::{inventory, ModelConfig, ReleaseDtype, TensorSpec};
@@ -97,15 +98,18 @@ pub fn gets_gradient(cfg: &ModelConfig, recipe: &Recipe, spec: &TensorSpec) -> b
 /// quantized in the release, f32 otherwise.
 pub fn base_bytes(spec: &TensorSpec, storage: BaseStorage) -> u64 {
     let n = numel(spec);
-    let (r, c) = match spec.shape[..] {
-        [r, c] => (r as u64, c as u64),
+    let [r, c] = match spec.shape[..] {
+        [r, c] => [r, c],
         _ => return n * 4,
     };
-    match (storage, spec.dtype) {
-        (BaseStorage::Stored, ReleaseDtype::Fp8Block) => n + r.div_ceil(128) * c.div_ceil(128),
-        (BaseStorage::Stored, ReleaseDtype::Fp4Expert) => n / 2 + r * c.div_ceil(32),
-        _ => n * 4,
-    }
+    let format = match (storage, spec.dtype) {
+        (BaseStorage::Stored, ReleaseDtype::Fp8Block) => QuantFormat::Fp8Block,
+        (BaseStorage::Stored, ReleaseDtype::Fp4Expert) => QuantFormat::Fp4Group,
+        _ => return n * 4,
+    };
+    // Codes, plus one E8M0 byte per scale.
+    let [sr, sc] = format.scale_shape(r, c);
+    (format.data_len(r, c) + sr * sc) as u64
 }
 
 /// Adapter elements of the release tensor `spec` under `lora` (0 when not targeted): `r·(in +

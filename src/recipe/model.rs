@@ -41,6 +41,16 @@ impl ModelRecipe {
         }
     }
 
+    /// [`ModelRecipe::resolve`] with errors naming the recipe's source (`[model] dir = "…"` or
+    /// `[model] preset = "…"`).
+    pub fn config(&self) -> anyhow::Result<ModelConfig> {
+        use anyhow::Context;
+        self.resolve().with_context(|| match &self.source {
+            ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
+            ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
+        })
+    }
+
     /// Reads `[model]`.
     pub(crate) fn parse(src: &SourceMap<'_>, mut table: Table) -> Result<Self> {
         let preset = take_string(src, &mut table, "preset")?;

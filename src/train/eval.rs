@@ -11,7 +11,7 @@ use super::objectives::forward_options;
 use super::text_data::load_tokenizer;
 use super::token_file::TokenWindows;
 use super::trainer::check_dtype;
-use crate::recipe::{DataSource, ModelSource, Recipe};
+use crate::recipe::{DataSource, Recipe};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -55,13 +55,7 @@ pub fn evaluate<B: AutodiffBackend>(
     opts: &EvalOptions,
     device: &B::Device,
 ) -> Result<EvalReport> {
-    let cfg = recipe
-        .model
-        .resolve()
-        .with_context(|| match &recipe.model.source {
-            ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
-            ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
-        })?;
+    let cfg = recipe.model.config()?;
     check_dtype::<B>(recipe, device)?;
     if let Some(c) = &opts.checkpoint {
         if !c.is_dir() {

@@ -46,13 +46,14 @@ pub fn build<B: AutodiffBackend>(
     };
     let freeze = recipe.train.freeze;
     let lora = adapters.is_some();
-    let (model, kept) = freeze_params(model, &|name| {
+    let learns = |name: &str| {
         if lora {
             is_adapter(name)
         } else {
             trainable(name, freeze)
         }
-    });
+    };
+    let (model, kept) = freeze_params(model, &learns);
     if kept == 0 {
         bail!("[train] freeze = {freeze:?} leaves no trainable parameter in this model");
     }
@@ -60,7 +61,7 @@ pub fn build<B: AutodiffBackend>(
     model.visit_named(&mut |name, p| {
         if let Some(n) = p.numel() {
             total += n as u64;
-            if (lora && is_adapter(&name)) || (!lora && trainable(&name, freeze)) {
+            if learns(&name) {
                 trainable_n += n as u64;
             }
         }

@@ -17,7 +17,7 @@ use super::step::{train_step, StepConfig};
 use super::step_log::StepLog;
 use crate::adapter_files::AdapterConfig;
 use crate::metrics::{MetricsJsonl, TensorBoardWriter};
-use crate::recipe::{AdapterOptimizer, Dtype, ModelSource, NanPolicy, Recipe};
+use crate::recipe::{AdapterOptimizer, Dtype, NanPolicy, Recipe};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::DType;
@@ -122,13 +122,7 @@ fn setup<B: AutodiffBackend>(
     opts: &RunOptions,
     device: &B::Device,
 ) -> Result<Option<Session<B>>> {
-    let cfg = recipe
-        .model
-        .resolve()
-        .with_context(|| match &recipe.model.source {
-            ModelSource::Dir(d) => format!("[model] dir = {:?}", d.display().to_string()),
-            ModelSource::Preset(p) => format!("[model] preset = {p:?}"),
-        })?;
+    let cfg = recipe.model.config()?;
     check_dtype::<B>(recipe, device)?;
     let run_dir = RunDir::open(&recipe.checkpoint.dir)?;
     let start = run_dir.start(&recipe.checkpoint.resume, opts.overwrite)?;
