@@ -3,7 +3,7 @@
 //! (`hc_pre`: a pre-weighted sum), writes back through `post` weights, and mixes the copies with a
 //! doubly-stochastic matrix (Sinkhorn projection). `hc_head` collapses the copies before the head.
 
-use crate::broadcast::{div_rows, mul_rows, softmax_last};
+use crate::broadcast::softmax_last;
 use crate::linear::Linear;
 use crate::norm::inv_rms_rows;
 use burn::module::{Module, Param};
@@ -12,14 +12,35 @@ use burn::tensor::{backend::Backend, Tensor};
 
 /// Sinkhorn projection of `[.., hc, hc]` mixes (rows = source stream j, cols = target k):
 /// row softmax + eps, column normalisation, then `iters − 1` row/column rounds.
+///
+/// Each normalisation works on the `[b·s, hc²]` rows: one product with a constant 0/1 matrix
+/// takes every row's (or column's) sum and spreads it back over its entries, then one
+/// element-wise division. The sums are the same; a sum over the middle dimension would have a
+/// backward that broadcasts over it, which CPU backends walk element by element.
 pub fn sinkhorn<B: Backend>(logits: Tensor<B, 4>, iters: usize, eps: f64) -> Tensor<B, 4> {
-    let cols = |c: Tensor<B, 4>| div_rows(c.clone(), c.sum_dim(2).add_scalar(eps));
-    let mut c = cols(softmax_last(logits).add_scalar(eps));
+    let dims = logits.dims();
+    let hc = dims[3];
+    let device = logits.device();
+    // `same(k, l)`: entries k and l (flat indices `j·hc + k'`) share a row / a column.
+    let spread = |same: fn(usize, usize, usize) -> bool| {
+        let m: Vec<f32> = (0..hc * hc * hc * hc)
+            .map(|i| f32::from(u8::from(same(i / (hc * hc), i % (hc * hc), hc))))
+            .collect();
+        crate::util::tensor_from::<B, 2>(m, [hc * hc, hc * hc], &device)
+    };
+    let rows = spread(|k, l, hc| k / hc == l / hc);
+    let cols = spread(|k, l, hc| k % hc == l % hc);
+    let normalize =
+        |c: Tensor<B, 2>, sums: &Tensor<B, 2>| c.clone() / c.matmul(sums.clone()).add_scalar(eps);
+    let flat = softmax_last(logits)
+        .add_scalar(eps)
+        .reshape([dims[0] * dims[1], hc * hc]);
+    let mut c = normalize(flat, &cols);
     for _ in 1..iters {
-        c = div_rows(c.clone(), c.sum_dim(3).add_scalar(eps));
-        c = cols(c);
+        c = normalize(c, &rows);
+        c = normalize(c, &cols);
     }
-    c
+    c.reshape(dims)
 }
 
 /// The mixing weights of one `hc_pre` call.
@@ -58,11 +79,14 @@ pub fn hc_mixes<B: Backend>(x: &Tensor<B, 4>, f: &Linear<B>, eps: f64) -> Tensor
     m.reshape([b, s, f.d_out()])
 }
 
-/// `Σ_j pre_j · x_j`: `[b, s, hc] × [b, s, hc, d] → [b, s, d]`.
+/// `Σ_j pre_j · x_j`: `[b, s, hc] × [b, s, hc, d] → [b, s, d]`, as one batched `[1, hc] ×
+/// [hc, d]` product per token: a product and a sum over the middle (stream) dimension would
+/// have a backward that broadcasts over that dimension, which CPU backends walk element by
+/// element ([`crate::broadcast`]).
 pub fn weighted_sum<B: Backend>(pre: Tensor<B, 3>, x: Tensor<B, 4>) -> Tensor<B, 3> {
-    let [b, s, _, d] = x.dims();
-    mul_rows(x, pre.unsqueeze_dim::<4>(3))
-        .sum_dim(2)
+    let [b, s, hc, d] = x.dims();
+    pre.reshape([b * s, 1, hc])
+        .matmul(x.reshape([b * s, hc, d]))
         .reshape([b, s, d])
 }
 

@@ -233,9 +233,11 @@ pub fn muon_update<B: Backend, const D: usize>(
         MomentumKind::Sum => 1.0,
         MomentumKind::Ema => 1.0 - mu,
     };
-    let momentum = momentum.mul_scalar(mu) + grad.clone().mul_scalar(g_coef);
+    // A product by 1 (V4's `M ← μM + G`) is skipped: the same values, one pass less each.
+    let scaled = |t: Tensor<B, D>, c: f64| if c == 1.0 { t } else { t.mul_scalar(c) };
+    let momentum = momentum.mul_scalar(mu) + scaled(grad.clone(), g_coef);
     let u = if s.nesterov {
-        grad.mul_scalar(g_coef) + momentum.clone().mul_scalar(mu)
+        scaled(grad, g_coef) + momentum.clone().mul_scalar(mu)
     } else {
         momentum.clone()
     };

@@ -96,13 +96,17 @@ pub fn newton_schulz_in<B: Backend>(
     schedule: &NsSchedule,
     iter_dtype: DType,
 ) -> Tensor<B, 3> {
-    let [_, n, m] = u.dims();
+    let [e, n, m] = u.dims();
     let in_dtype = u.dtype();
+    // Per-matrix Frobenius norm, taken before any transpose on the `[E, n·m]` rows (one
+    // contiguous reduction and one per-row division instead of a walk over a strided view);
+    // the floor keeps an all-zero matrix at zero.
+    let rows = u.reshape([e, n * m]);
+    let norm = (rows.clone() * rows.clone()).sum_dim(1).sqrt();
+    let x = (rows / norm.add_scalar(schedule.eps).clamp_min(1e-30)).reshape([e, n, m]);
     let tall = n > m;
-    let x = if tall { u.swap_dims(1, 2) } else { u };
-    // Per-matrix Frobenius norm [E, 1, 1]; the floor keeps an all-zero matrix at zero.
-    let norm = x.clone().square().sum_dims(&[1, 2]).sqrt();
-    let mut x = (x / norm.add_scalar(schedule.eps).clamp_min(1e-30)).cast(iter_dtype);
+    let x = if tall { x.swap_dims(1, 2) } else { x };
+    let mut x = x.cast(iter_dtype);
     for stage in &schedule.stages {
         let [a, b, c] = stage.coeffs;
         for _ in 0..stage.steps {

@@ -34,11 +34,14 @@ impl<B: AutodiffBackend> ModuleMapper<B> for NamedUpdate<'_, B> {
         }
         let (id, value, mapper) = param.consume();
         let inner = value.inner();
-        let updated = match self.optimizer.step(name, inner.clone(), grad, self.lr) {
+        let (dims, device) = (inner.dims(), inner.device());
+        // The parameter moves into the update (no clone), so its last products run in place.
+        let updated = match self.optimizer.step(name, inner, grad, self.lr) {
             Ok(t) => t,
             Err(e) => {
+                // The run stops here: `apply_optimizer` returns the error and drops the model.
                 self.error = Some(e);
-                inner
+                Tensor::zeros(dims, &device)
             }
         };
         Param::from_mapped_value(id, Tensor::from_inner(updated).require_grad(), mapper)
