@@ -47,6 +47,28 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
     softmax(x.reshape([dims[..D - 1].iter().product::<usize>(), d]), 1).reshape(dims)
 }
 
+/// Softmax over the middle dimension of `x` `[n, r, c]` (for every `(n, c)`), with only
+/// contiguous operations: the shift is the per-column maximum repeated over `r`, and the
+/// normaliser is taken and spread back by products with ones ([`sum_mid`]). A softmax over a
+/// middle dimension otherwise broadcasts over it, forward and backward.
+pub fn softmax_mid<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [n, r, c] = x.dims();
+    let max = x.clone().detach().max_dim(1).repeat_dim(1, r);
+    let e = (x - max).exp();
+    let ones = Tensor::<B, 3>::ones([1, r, 1], (&e.device(), e.dtype()));
+    let total = ones.matmul(sum_mid(e.clone()).reshape([n, 1, c]));
+    e / total
+}
+
+/// `Σ_j x[:, j, :]` of `x` `[n, r, c]` → `[n, c]`, as one batched `[1, r] × [r, c]` product
+/// with ones: its backward is a product too, where a sum over the middle dimension has a
+/// backward that broadcasts over it.
+pub fn sum_mid<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [n, r, c] = x.dims();
+    let ones = Tensor::<B, 3>::ones([1, 1, r], (&x.device(), x.dtype()));
+    ones.matmul(x).reshape([n, c])
+}
+
 /// `r` repeated along its size-1 dimensions to `shape`: a contiguous tensor, where `expand` is
 /// a strided view.
 pub fn repeat_to<B: Backend, const D: usize>(

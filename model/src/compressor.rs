@@ -7,13 +7,13 @@
 //! The main compressor fake-quantizes the non-rope dims to FP8; the indexer's compressor
 //! Hadamard-rotates and fake-quantizes to FP4.
 
+use crate::broadcast::{softmax_mid, sum_mid};
 use crate::fake_quant::{fake_fp4, fake_fp8};
 use crate::hadamard::hadamard_rotate;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
 use crate::sample_layout::SampleLayout;
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// What happens to compressed entries after norm and rope.
@@ -83,8 +83,11 @@ impl<B: Backend> Compressor<B> {
         };
         let cd = self.wkv.d_out();
         let mut kv = self.wkv.forward_f32(xs.clone()).reshape([b, n, r, cd]);
-        let ape = self.ape.val().reshape([1, 1, r, cd]);
-        let mut score = self.wgate.forward_f32(xs).reshape([b, n, r, cd]) + ape;
+        // The position bias added on `[b·n, r·cd]` rows: one shared row, which CPU backends
+        // add row by row ([`crate::broadcast`]).
+        let ape = self.ape.val().reshape([1, r * cd]);
+        let score = self.wgate.forward_f32(xs).reshape([b * n, r * cd]) + ape;
+        let mut score = score.reshape([b, n, r, cd]);
         if cd == 2 * d {
             // Overlap: candidates = previous block through channels [0, D) + own block through
             // [D, 2D); an entry with no previous block in its sample gets value 0, score −inf.
@@ -101,8 +104,9 @@ impl<B: Backend> Compressor<B> {
             kv = shift(kv, 0.0);
             score = shift(score, f32::NEG_INFINITY);
         }
-        let p = softmax(score, 2);
-        let c = (kv * p).sum_dim(2).reshape([b, n, d]);
+        let rr = kv.dims()[2];
+        let p = softmax_mid(score.reshape([b * n, rr, d]));
+        let c = sum_mid(kv.reshape([b * n, rr, d]) * p).reshape([b, n, d]);
         let c = self.norm.forward(c);
         let table = layout.rope_entries(freqs, &entries);
         let c = table.rotate_tail3(c, self.rope_dim, false);

@@ -69,8 +69,8 @@ pub struct RopeTable<B: Backend> {
     row_tables: Rc<Memo<(usize, usize, bool), RowTables<B>>>,
 }
 
-/// Cos and (signed) sin `[n, 1]`, one row per rotated pair.
-type RowTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+/// `C`, `S` and `P` of [`RopeTable::rotate`].
+type RowTables<B> = (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>);
 
 impl<B: Backend> RopeTable<B> {
     /// Tables for `positions`, shared by every row (angles `fl32(pos · f_i)`).
@@ -109,24 +109,33 @@ impl<B: Backend> RopeTable<B> {
     pub fn rotate(&self, x: Tensor<B, 4>, inverse: bool) -> Tensor<B, 4> {
         let [b, s, h, r] = x.dims();
         let rows = self.cos.dims()[0];
-        // One (a, b) pair per row of a 2-D view, and the tables repeated to the same rows: the
-        // products are the ones of the broadcast form, computed row by row
-        // ([`crate::broadcast`]).
-        let n = b * s * h * (r / 2);
-        let pairs = x.reshape([n, 2]);
-        let a = pairs.clone().slice_dim(1, 0..1);
-        let bb = pairs.slice_dim(1, 1..2);
-        let (cos, sin) = self.row_tables.get_or((b, h, inverse), || {
-            let table = |t: &Tensor<B, 3>| {
-                let t = t.clone().reshape([rows, s, 1, r / 2]);
-                repeat_to(t, [b, s, h, r / 2]).reshape([n, 1])
+        // On the `[b·s·h, r]` rows: `x ⊙ C + (x·P) ⊙ S`, with `P` the pair swap
+        // (`x[2i] ↔ x[2i+1]`), `C = (cos, cos)` and `S = (−sin, sin)` per pair, repeated to the
+        // rows once per forward. The same products and sums as the pairwise form
+        // (`a·cos − b·sin`, `b·cos + a·sin`), all on contiguous rows ([`crate::broadcast`]).
+        let n = b * s * h;
+        let (cos, sin, swap) = self.row_tables.get_or((b, h, inverse), || {
+            let device = self.cos.device();
+            let interleave = |lo: Tensor<B, 3>, hi: Tensor<B, 3>| {
+                let t = Tensor::stack::<4>(vec![lo, hi], 3).reshape([rows, s, 1, r]);
+                repeat_to(t, [b, s, h, r]).reshape([n, r])
             };
-            let sin = table(&self.sin);
-            (table(&self.cos), if inverse { sin.neg() } else { sin })
+            let sin = if inverse {
+                self.sin.clone().neg()
+            } else {
+                self.sin.clone()
+            };
+            let swap: Vec<f32> = (0..r * r)
+                .map(|i| f32::from(u8::from(i / r == (i % r) ^ 1)))
+                .collect();
+            (
+                interleave(self.cos.clone(), self.cos.clone()),
+                interleave(sin.clone().neg(), sin),
+                crate::util::tensor_from::<B, 2>(swap, [r, r], &device),
+            )
         });
-        let re = a.clone() * cos.clone() - bb.clone() * sin.clone();
-        let im = a * sin + bb * cos;
-        Tensor::cat(vec![re, im], 1).reshape([b, s, h, r])
+        let x = x.reshape([n, r]);
+        (x.clone() * cos + x.matmul(swap) * sin).reshape([b, s, h, r])
     }
 
     /// Rotates the last `rope_dim` channels of `x` `[b, s, h, d]`, leaving the others.

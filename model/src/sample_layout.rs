@@ -276,10 +276,10 @@ impl<B: Backend> SampleLayout<B> {
                 }
             }
         }
-        WindowKeys {
-            rows: int_tensor_from(rows, [nc * k], &self.device),
-            mask: bool_tensor_from::<B, 5>(v, [b, nc, window, 1, k], &self.device),
-        }
+        WindowKeys::new(
+            int_tensor_from(rows, [nc * k], &self.device),
+            bool_tensor_from::<B, 5>(v, [b, nc, window, 1, k], &self.device),
+        )
     }
 
     /// How a compressor of ratio `ratio` sees the batch; `None` when no sample holds a complete

@@ -159,7 +159,7 @@ fn attend<B: Backend>(
     let (k, sp) = (2 * w, nc * w);
 
     // Window scores [b, s, H, 2w].
-    let kvc = kv.select(1, keys.rows).reshape([b, nc, k, d]);
+    let kvc = kv.select(1, keys.rows.clone()).reshape([b, nc, k, d]);
     let qp = if sp > s {
         Tensor::cat(
             vec![q.clone(), Tensor::zeros([b, sp - s, h, d], &device)],
@@ -173,9 +173,8 @@ fn attend<B: Backend>(
         .matmul_mixed(kvc.clone().swap_dims(2, 3))
         .mul_scalar(scale)
         .reshape([b, nc, w, h, k]);
-    let valid = keys.mask.expand([b, nc, w, h, k]);
     let sw = sw
-        .mask_fill(valid.bool_not(), f32::NEG_INFINITY)
+        .mask_fill(keys.excluded(b, h), f32::NEG_INFINITY)
         .reshape([b, sp, h, k])
         .slice_dim(1, 0..s);
 

@@ -5,8 +5,9 @@
 //! ([`crate::SampleLayout::window`]) and every layer reuses them.
 
 use crate::masks::WindowLayout;
-use crate::util::{bool_tensor_from, int_tensor_from};
+use crate::util::{bool_tensor_from, int_tensor_from, Memo};
 use burn::tensor::{backend::Backend, Bool, Int, Tensor};
+use std::rc::Rc;
 
 /// Gather rows and validity of the chunked window.
 #[derive(Debug, Clone)]
@@ -16,6 +17,10 @@ pub struct WindowKeys<B: Backend> {
     /// `[1 or b, chunks, w, 1, 2w]`: query `i` of chunk `c` sees key slot `j` (one row for
     /// every batch row when rows are not packed).
     pub mask: Tensor<B, 5, Bool>,
+    /// The excluded slots repeated to `[b, chunks, w, h, 2w]`, per `(b, h)`: a full-size
+    /// contiguous mask, built once per forward pass and shared by every layer (a broadcast mask
+    /// would be laid out anew by each fill, forward and backward, on CPU backends).
+    excluded: Rc<Memo<(usize, usize), Tensor<B, 5, Bool>>>,
 }
 
 impl<B: Backend> WindowKeys<B> {
@@ -23,10 +28,30 @@ impl<B: Backend> WindowKeys<B> {
     pub fn unpacked(seq: usize, window: usize, device: &B::Device) -> Self {
         let layout = WindowLayout::new(seq, window);
         let (nc, k) = (layout.chunks, layout.keys());
+        Self::new(
+            int_tensor_from(layout.key_rows(), [nc * k], device),
+            bool_tensor_from(layout.mask(), [1, nc, window, 1, k], device),
+        )
+    }
+
+    /// Keys with gather `rows` and validity `mask` (see the fields).
+    pub fn new(rows: Tensor<B, 1, Int>, mask: Tensor<B, 5, Bool>) -> Self {
         Self {
-            rows: int_tensor_from(layout.key_rows(), [nc * k], device),
-            mask: bool_tensor_from(layout.mask(), [1, nc, window, 1, k], device),
+            rows,
+            mask,
+            excluded: Rc::default(),
         }
+    }
+
+    /// The slots query rows do not see, as a contiguous `[b, chunks, w, h, 2w]` mask.
+    pub fn excluded(&self, b: usize, h: usize) -> Tensor<B, 5, Bool> {
+        self.excluded.get_or((b, h), || {
+            let mut m = self.mask.clone().bool_not();
+            if m.dims()[0] != b {
+                m = m.repeat_dim(0, b);
+            }
+            m.repeat_dim(3, h)
+        })
     }
 
     /// The window length these keys were built for.
