@@ -140,5 +140,23 @@ fn print_report(r: &BenchReport) {
         );
     }
     println!("  (phases timed alone, forward + backward; `other` is the rest of the step)");
+    if !r.ns_shapes.is_empty() {
+        println!("  newton-schulz [E, n, m]   calls  ms/call  ms/step  GFLOP/s  e.g.");
+        let mut total = 0.0;
+        for n in &r.ns_shapes {
+            let per_step = n.secs_per_call * n.calls as f64;
+            total += per_step;
+            println!(
+                "  {:<24} {:>6} {:>8.2} {:>8.1} {:>8.1}  {}",
+                format!("{:?}", n.shape),
+                n.calls,
+                1e3 * n.secs_per_call,
+                1e3 * per_step,
+                n.flops_per_sec / 1e9,
+                n.example
+            );
+        }
+        println!("  ({:.3} s per step when each shape is timed alone)", total);
+    }
     println!("  loss {:.4} at the last step", r.loss);
 }

@@ -28,7 +28,8 @@ pub use config::{OptimConfig, OptimSettings};
 pub use error::{OptimError, Result};
 pub use muon::{muon_update, MomentumKind, MuonConfig, MuonSettings, MuonVariant, UpdateScale};
 pub use newton_schulz::{
-    newton_schulz, newton_schulz_in, orthogonalize, orthogonalize_in, NsSchedule, NsStage,
+    newton_schulz, newton_schulz_in, newton_schulz_par, orthogonalize, orthogonalize_in,
+    NsSchedule, NsStage,
 };
 pub use optimizer::{state_dtype, ParamState, V4Optimizer};
 pub use plan::{plan, totals, PlanEntry, PlanTotals};

@@ -104,23 +104,28 @@ pub fn newton_schulz_in<B: Backend>(
     let rows = u.reshape([e, n * m]);
     let norm = (rows.clone() * rows.clone()).sum_dim(1).sqrt();
     let x = (rows / norm.add_scalar(schedule.eps).clamp_min(1e-30)).reshape([e, n, m]);
+    // A tall matrix (n > m) iterates on its `m × m` Gram matrix from the right,
+    // `X ← aX + X(bA + cA²)` with `A = XᵀX`: the transpose of the wide iteration (the
+    // polynomial is symmetric), with no transposed copy in or out.
     let tall = n > m;
-    let x = if tall { x.swap_dims(1, 2) } else { x };
     let mut x = x.cast(iter_dtype);
     for stage in &schedule.stages {
         let [a, b, c] = stage.coeffs;
         for _ in 0..stage.steps {
-            let gram = x.clone().matmul(x.clone().swap_dims(1, 2));
+            let gram = if tall {
+                x.clone().swap_dims(1, 2).matmul(x.clone())
+            } else {
+                x.clone().matmul(x.clone().swap_dims(1, 2))
+            };
             let poly = gram.clone().mul_scalar(b) + gram.clone().matmul(gram).mul_scalar(c);
-            x = x.clone().mul_scalar(a) + poly.matmul(x);
+            x = if tall {
+                x.clone().mul_scalar(a) + x.matmul(poly)
+            } else {
+                x.clone().mul_scalar(a) + poly.matmul(x)
+            };
         }
     }
-    let x = x.cast(in_dtype);
-    if tall {
-        x.swap_dims(1, 2)
-    } else {
-        x
-    }
+    x.cast(in_dtype)
 }
 
 /// Bytes of one task of [`newton_schulz_par`]: a batch this small stays in a core's cache

@@ -32,7 +32,7 @@ fn sync<B: Backend>(device: &B::Device) -> Result<()> {
 }
 
 /// Seconds `f` takes, the device drained before and after.
-fn timed<B: Backend>(device: &B::Device, f: impl FnOnce()) -> Result<f64> {
+pub(crate) fn timed<B: Backend>(device: &B::Device, f: impl FnOnce()) -> Result<f64> {
     sync::<B>(device)?;
     let t = Instant::now();
     f();

@@ -5,6 +5,7 @@
 
 use super::devices::lookup;
 use super::flops::flops_per_token;
+use super::ns_shapes::{time_ns_shapes, NsShapeTime};
 use super::phases::time_phases;
 use super::step_phases::Phases;
 use crate::recipe::{Dtype, Recipe};
@@ -79,6 +80,8 @@ pub struct BenchReport {
     pub memory_before_load: Option<u64>,
     /// Seconds per step by phase (isolated parts; `other` the remainder).
     pub phases: Phases,
+    /// Newton–Schulz calls of a step by matrix shape, each timed alone.
+    pub ns_shapes: Vec<NsShapeTime>,
     /// Last timed step's loss (a sanity check).
     pub loss: f64,
 }
@@ -172,6 +175,8 @@ pub fn bench<B: AutodiffBackend>(
         phases += p;
     }
     phases.other = (step_secs - phases.total()).max(0.0);
+    let muon = &optimizer.settings().muon;
+    let ns_shapes = time_ns_shapes::<B::InnerBackend>(&cfg, recipe, muon, 2, device)?;
 
     let flops = flops_per_token(&cfg, recipe);
     let tokens_per_sec = tokens as f64 / step_secs.max(1e-12);
@@ -218,6 +223,7 @@ pub fn bench<B: AutodiffBackend>(
         adapter_bytes,
         memory_before_load: before.filter(|_| opts.device_name == "cpu"),
         phases,
+        ns_shapes,
         loss,
     })
 }
