@@ -63,6 +63,21 @@ fn bench_of_the_tiny_recipe_reports_json() {
         assert!(p[k].as_f64().unwrap() > 0.0, "{k}: {p}");
     }
     assert!(num("loss").is_finite() && num("loss") > 0.0);
+    // Newton–Schulz timed per shape: together the FLOPs the optimizer phase counts.
+    let ns = r["ns_shapes"].as_array().unwrap();
+    assert!(ns.len() > 1, "{ns:?}");
+    let ns_flops: f64 = ns
+        .iter()
+        .map(|n| {
+            let v = |k: &str| n[k].as_f64().unwrap();
+            v("calls") * v("flops_per_sec") * v("secs_per_call")
+        })
+        .sum();
+    let counted = f["optimizer"].as_f64().unwrap() * 128.0;
+    assert!(
+        (ns_flops - counted).abs() < 1e-6 * counted,
+        "{ns_flops} vs {counted}"
+    );
 }
 
 #[test]

@@ -92,6 +92,32 @@ mod tests {
     type B = Autodiff<Flex>;
 
     #[test]
+    fn middle_softmax_and_sum_match_the_plain_forms() {
+        let dev = Default::default();
+        let x =
+            Tensor::<B, 3>::random([5, 8, 7], Distribution::Normal(0.0, 3.0), &dev).require_grad();
+        let w = Tensor::<B, 3>::random([5, 8, 7], Distribution::Default, &dev);
+        let close = |a: Tensor<Flex, 3>, b: Tensor<Flex, 3>, tol: f32| {
+            let diff = (a - b).abs().max().into_scalar();
+            assert!(diff <= tol, "max difference {diff}");
+        };
+        let want = softmax(x.clone(), 1);
+        close(softmax_mid(x.clone()).inner(), want.clone().inner(), 1e-6);
+        let sums = sum_mid(x.clone() * w.clone());
+        let plain = (x.clone() * w.clone()).sum_dim(1).reshape([5, 7]);
+        let diff = (sums.clone() - plain.clone()).abs().max().into_scalar();
+        assert!(diff <= 1e-5, "sum difference {diff}");
+        // Gradients through both, against the plain forms'.
+        let g_mid = (sum_mid(softmax_mid(x.clone()) * w.clone()) * sums.clone().detach())
+            .sum()
+            .backward();
+        let g_plain = ((want * w).sum_dim(1).reshape([5, 7]) * plain.detach())
+            .sum()
+            .backward();
+        close(x.grad(&g_mid).unwrap(), x.grad(&g_plain).unwrap(), 1e-5);
+    }
+
+    #[test]
     fn same_values_and_gradients_as_the_plain_broadcast() {
         let dev = Default::default();
         let x = Tensor::<B, 4>::random([2, 3, 4, 5], Distribution::Default, &dev).require_grad();
