@@ -6,6 +6,7 @@
 use crate::broadcast::softmax_last;
 use crate::linear::Linear;
 use crate::norm::inv_rms_rows;
+use crate::util::indicator;
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Tensor};
@@ -21,15 +22,9 @@ pub fn sinkhorn<B: Backend>(logits: Tensor<B, 4>, iters: usize, eps: f64) -> Ten
     let dims = logits.dims();
     let hc = dims[3];
     let device = logits.device();
-    // `same(k, l)`: entries k and l (flat indices `j·hc + k'`) share a row / a column.
-    let spread = |same: fn(usize, usize, usize) -> bool| {
-        let m: Vec<f32> = (0..hc * hc * hc * hc)
-            .map(|i| f32::from(u8::from(same(i / (hc * hc), i % (hc * hc), hc))))
-            .collect();
-        crate::util::tensor_from::<B, 2>(m, [hc * hc, hc * hc], &device)
-    };
-    let rows = spread(|k, l, hc| k / hc == l / hc);
-    let cols = spread(|k, l, hc| k % hc == l % hc);
+    // Entries k and l (flat indices `j·hc + k'`) that share a row / a column.
+    let rows = indicator::<B>(hc * hc, |k, l| k / hc == l / hc, &device);
+    let cols = indicator::<B>(hc * hc, |k, l| k % hc == l % hc, &device);
     let normalize =
         |c: Tensor<B, 2>, sums: &Tensor<B, 2>| c.clone() / c.matmul(sums.clone()).add_scalar(eps);
     let flat = softmax_last(logits)

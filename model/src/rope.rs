@@ -125,13 +125,10 @@ impl<B: Backend> RopeTable<B> {
             } else {
                 self.sin.clone()
             };
-            let swap: Vec<f32> = (0..r * r)
-                .map(|i| f32::from(u8::from(i / r == (i % r) ^ 1)))
-                .collect();
             (
                 interleave(self.cos.clone(), self.cos.clone()),
                 interleave(sin.clone().neg(), sin),
-                crate::util::tensor_from::<B, 2>(swap, [r, r], &device),
+                crate::util::indicator::<B>(r, |i, j| i == j ^ 1, &device),
             )
         });
         let x = x.reshape([n, r]);

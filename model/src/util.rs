@@ -14,6 +14,19 @@ pub fn to_vec_int<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> 
     data.into_vec::<i64>().unwrap_or_default()
 }
 
+/// The `n × n` 0/1 matrix with a one where `one(row, col)`: constant sums and permutations
+/// applied as products.
+pub fn indicator<B: Backend>(
+    n: usize,
+    one: impl Fn(usize, usize) -> bool,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let values = (0..n * n)
+        .map(|i| f32::from(u8::from(one(i / n, i % n))))
+        .collect();
+    tensor_from(values, [n, n], device)
+}
+
 /// A float tensor from host values.
 pub fn tensor_from<B: Backend, const D: usize>(
     values: Vec<f32>,

@@ -142,6 +142,18 @@ impl MuonSettings {
     }
 }
 
+impl MuonSettings {
+    /// The dtype Newton–Schulz iterates in for an update of dtype `input`: bf16 when
+    /// [`MuonSettings::ns_bf16`], else `input`.
+    pub fn ns_dtype(&self, input: DType) -> DType {
+        if self.ns_bf16 {
+            DType::BF16
+        } else {
+            input
+        }
+    }
+}
+
 /// Most Newton–Schulz iterations a schedule may ask for (V4: 10); more is a typo, not a recipe.
 pub const MAX_NS_STEPS: usize = 1000;
 
@@ -241,7 +253,7 @@ pub fn muon_update<B: Backend, const D: usize>(
     } else {
         momentum.clone()
     };
-    let iter_dtype = if s.ns_bf16 { DType::BF16 } else { u.dtype() };
+    let iter_dtype = s.ns_dtype(u.dtype());
     let o = orthogonalize_par(u, &s.schedule, iter_dtype, s.ns_threads)?;
     let dims = param.dims();
     let factor = s.scale.factor(dims[D - 2], dims[D - 1]);

@@ -9,9 +9,9 @@
 //! averages are over one full `seq_len` row (packed samples see fewer keys; not modelled).
 
 use super::step_phases::Phases;
-use crate::plan::{gets_gradient, ns_batches};
+use crate::plan::step_ns_batches;
 use crate::recipe::{Attention, Freeze, Recipe};
-use v4_model::{inventory, ModelConfig};
+use v4_model::ModelConfig;
 
 /// Mean over positions `0..s` of `f(position)`.
 fn mean_over(s: usize, f: impl Fn(usize) -> usize) -> f64 {
@@ -106,16 +106,12 @@ pub fn flops_per_token(cfg: &ModelConfig, recipe: &Recipe) -> Phases {
         other += share * (2.0 * d * d + head);
     }
     out.other = 2.0 * trained * other;
-    let trained_specs: Vec<_> = inventory(cfg)
-        .into_iter()
-        .filter(|t| gets_gradient(cfg, recipe, t))
-        .collect();
     let schedule = recipe
         .optim
         .resolve()
         .map(|o| o.muon.schedule)
         .unwrap_or_else(|_| v4_optim::NsSchedule::v4_hybrid());
-    let ns: f64 = ns_batches(cfg, &trained_specs)
+    let ns: f64 = step_ns_batches(cfg, recipe)
         .iter()
         .map(|b| schedule.flops(b.count, b.rows, b.cols))
         .sum();

@@ -4,14 +4,14 @@
 //! phase can be read against the device's GEMM throughput.
 
 use super::phases::timed;
-use crate::plan::{gets_gradient, ns_batches};
+use crate::plan::step_ns_batches;
 use crate::recipe::Recipe;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use v4_model::{inventory, ModelConfig};
+use v4_model::ModelConfig;
 use v4_optim::{newton_schulz_par, MuonSettings};
 
 /// One matrix shape's Newton–Schulz calls in a step.
@@ -41,22 +41,14 @@ pub fn time_ns_shapes<B: Backend>(
     if muon.schedule.total_steps() == 0 {
         return Ok(Vec::new());
     }
-    let trained: Vec<_> = inventory(cfg)
-        .into_iter()
-        .filter(|t| gets_gradient(cfg, recipe, t))
-        .collect();
     let mut shapes: BTreeMap<[usize; 3], (usize, String)> = BTreeMap::new();
-    for b in ns_batches(cfg, &trained) {
+    for b in step_ns_batches(cfg, recipe) {
         let e = shapes
             .entry([b.count, b.rows, b.cols])
             .or_insert((0, b.name));
         e.0 += 1;
     }
-    let dtype = if muon.ns_bf16 {
-        DType::BF16
-    } else {
-        DType::F32
-    };
+    let dtype = muon.ns_dtype(DType::F32);
     let mut out = Vec::new();
     for (shape, (calls, example)) in shapes {
         let u = Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), device);

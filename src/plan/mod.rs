@@ -31,5 +31,5 @@ pub use disk::{
     checkpoint_bytes, checkpoint_size, checkpoints_on_disk, run_checkpoint_bytes, CheckpointSize,
 };
 pub use memory::{estimate_training, MemoryEstimate};
-pub use muon_batches::{ns_batches, NsBatch};
+pub use muon_batches::{ns_batches, step_ns_batches, NsBatch};
 pub use params::{gets_gradient, param_bytes, ParamBytes};

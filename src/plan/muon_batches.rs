@@ -3,9 +3,11 @@
 //! the `E` experts' `w1`) and each grouped `wo_a` (`[g, H·D/g, r]`) is one batched call over its
 //! matrices, every other Muon matrix one call of its own.
 
+use super::params::gets_gradient;
+use crate::recipe::Recipe;
 use std::collections::BTreeMap;
 use v4_model::named::stack_of;
-use v4_model::{ModelConfig, TensorSpec};
+use v4_model::{inventory, ModelConfig, TensorSpec};
 use v4_optim::{route, OptimizerKind};
 
 /// One batched Newton–Schulz call: `count` matrices of `rows × cols` (release orientation),
@@ -20,6 +22,15 @@ pub struct NsBatch {
     pub rows: usize,
     /// Columns of each matrix.
     pub cols: usize,
+}
+
+/// The Newton–Schulz calls of one training step of `recipe` (its trained tensors only).
+pub fn step_ns_batches(cfg: &ModelConfig, recipe: &Recipe) -> Vec<NsBatch> {
+    let trained: Vec<_> = inventory(cfg)
+        .into_iter()
+        .filter(|t| gets_gradient(cfg, recipe, t))
+        .collect();
+    ns_batches(cfg, &trained)
 }
 
 /// The Newton–Schulz calls of a Muon step over the tensors `specs` of model `cfg` (those routed
